@@ -1,0 +1,24 @@
+# Two commands, each setting itself up on a fresh machine with Python 3.11:
+#   make tutorial   the document's 10000-step program, placed on three devices
+#   make test       the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: tutorial test bench
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+tutorial: $(STAMP)
+	$(PY) examples/tutorial.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) tools/bench_tutorial.py

@@ -1,0 +1,142 @@
+"""The source document's TensorFlow program, transcribed to `tf.compat.v1` graph mode.
+
+This is the oracle tf_mp is checked against, and the TF1 side of
+`tools/bench_tutorial.py`. It keeps the document's shape line for line:
+placeholders, three `sub_model_k(inputs)` functions each under `tf.device` and a
+variable scope, `tf.concat([...], axis=-1)`, `AdamOptimizer(0.001).minimize`, a
+`Session` loop of `sess.run([optimizer, loss], feed_dict=...)` with the
+`step % 100` print. The `...` of the document are filled with the README's
+configuration (dense 128 -> 256 ReLU -> 64 per sub-model, head 192 -> 10, mean
+sparse softmax cross-entropy), with variables from `get_variable` named as the
+port names them. The batches are the rows `tf_mp.batch_indices` picks, so both
+programs see the same data at every step.
+
+Run it as a program (graph mode is process-global):
+  python tests/reference/tf1_program.py --steps 200 --losses_out losses.npy
+"""
+
+import json
+import os
+import resource
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from tf_mp.data import batch_indices, load_npz, synthetic_data
+
+tf1 = tf.compat.v1
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer('steps', 10000, 'Training steps.')
+flags.DEFINE_integer('batch_size', 64, 'Examples per step.')
+flags.DEFINE_integer('log_every', 100, 'Print the loss every this many steps.')
+flags.DEFINE_integer('seed', 0, 'Seed of the synthetic data and of the initializers.')
+flags.DEFINE_string('data', None, '.npz with x [n, 128] float32 and y [n] integer.')
+flags.DEFINE_integer('num_devices', 3, 'Logical CPU devices; sub-model k on cpu:(k % n).')
+flags.DEFINE_float('learning_rate', 0.001, 'Adam learning rate.')
+flags.DEFINE_string('restore', None, 'Saver checkpoint to start from instead of fresh initial values.')
+flags.DEFINE_string('save_initial', None, 'Saver checkpoint prefix for the initial values.')
+flags.DEFINE_string('save_final', None, 'Saver checkpoint prefix for the trained values.')
+flags.DEFINE_string('losses_out', None, '.npy file for the loss of every step.')
+flags.DEFINE_string('report_json', None, 'JSON file for timing and peak memory.')
+flags.DEFINE_bool('quiet', False, 'Do not print the Step lines.')
+
+
+def dense(inputs, units, name, activation=None):
+  """`activation(inputs @ kernel + bias)` with TF1 variables `<scope>/<name>/{kernel,bias}`."""
+  with tf1.variable_scope(name):
+    kernel = tf1.get_variable('kernel', [inputs.shape[-1], units],
+                              initializer=tf1.glorot_uniform_initializer())
+    bias = tf1.get_variable('bias', [units], initializer=tf1.zeros_initializer())
+    outputs = tf.matmul(inputs, kernel) + bias
+    return activation(outputs) if activation else outputs
+
+
+def sub_model(k, inputs, device):
+  with tf.device(device), tf1.variable_scope(f'sub_model_{k}'):
+    hidden = dense(inputs, 256, 'hidden', tf.nn.relu)
+    return dense(hidden, 64, 'output')
+
+
+def sub_model_1(inputs, device='/device:CPU:0'):
+  return sub_model(1, inputs, device)
+
+
+def sub_model_2(inputs, device='/device:CPU:1'):
+  return sub_model(2, inputs, device)
+
+
+def sub_model_3(inputs, device='/device:CPU:2'):
+  return sub_model(3, inputs, device)
+
+
+def build_graph(num_devices=3, learning_rate=0.001):
+  """The document's graph. Returns a dict of its placeholders and tensors."""
+  devices = [f'/device:CPU:{k % num_devices}' for k in range(3)]
+  inputs = tf1.placeholder(tf.float32, shape=[None, 128])
+  labels = tf1.placeholder(tf.int32, shape=[None])
+  outputs = tf.concat([sub_model_1(inputs, devices[0]),
+                       sub_model_2(inputs, devices[1]),
+                       sub_model_3(inputs, devices[2])], axis=-1)
+  with tf.device(devices[0]):
+    logits = dense(outputs, 10, 'head')
+    loss = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                       logits=logits))
+  optimizer = tf1.train.AdamOptimizer(learning_rate=learning_rate).minimize(loss)
+  return dict(inputs=inputs, labels=labels, logits=logits, loss=loss,
+              optimizer=optimizer)
+
+
+def session_config(num_devices):
+  return tf1.ConfigProto(device_count={'CPU': num_devices},
+                         allow_soft_placement=False)
+
+
+def main(argv):
+  del argv
+  tf1.disable_eager_execution()
+  if FLAGS.data:
+    x, y = load_npz(FLAGS.data)
+  else:
+    x, y = synthetic_data(FLAGS.seed)
+  tf1.set_random_seed(FLAGS.seed)
+  g = build_graph(FLAGS.num_devices, FLAGS.learning_rate)
+  inputs, labels, loss, optimizer = g['inputs'], g['labels'], g['loss'], g['optimizer']
+  saver = tf1.train.Saver()
+  losses = np.zeros([FLAGS.steps], np.float32)
+  with tf1.Session(config=session_config(FLAGS.num_devices)) as sess:
+    sess.run(tf1.global_variables_initializer())
+    if FLAGS.restore:
+      saver.restore(sess, FLAGS.restore)
+    if FLAGS.save_initial:
+      saver.save(sess, FLAGS.save_initial, write_meta_graph=False)
+    start = time.perf_counter()
+    for step in range(FLAGS.steps):
+      rows = batch_indices(step, FLAGS.batch_size, len(x))
+      train_data, train_labels = x[rows], y[rows]
+      _, loss_value = sess.run([optimizer, loss],
+                               feed_dict={inputs: train_data, labels: train_labels})
+      losses[step] = loss_value
+      if step % FLAGS.log_every == 0 and not FLAGS.quiet:
+        print('Step:', step, 'Loss:', loss_value)
+    seconds = time.perf_counter() - start
+    if FLAGS.save_final:
+      saver.save(sess, FLAGS.save_final, write_meta_graph=False)
+  if FLAGS.losses_out:
+    np.save(FLAGS.losses_out, losses)
+  if FLAGS.report_json:
+    with open(FLAGS.report_json, 'w') as f:
+      json.dump({'train_seconds': seconds, 'steps': FLAGS.steps,
+                 'final_loss': float(losses[-1]),
+                 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+                f)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,111 @@
+"""Training data: the synthetic teacher task, `.npz` files, and which rows each step uses.
+
+Batches are a pure function of the step number (`batch_indices`), so a run
+that resumes at step s sees exactly the batches an uninterrupted run would, and
+the TF1 reference program can feed the very same rows.
+"""
+
+import os
+import zipfile
+from typing import Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tf_mp.errors import TfMpError
+
+SYNTHETIC_EXAMPLES = 4096
+
+
+def synthetic_data(seed: int = 0,
+                   num_examples: int = SYNTHETIC_EXAMPLES,
+                   input_units: int = 128,
+                   num_classes: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+  """A deterministic task the model can learn: labels of a fixed random linear teacher.
+
+  Returns:
+    `x` float32 `[num_examples, input_units]` (standard normal) and `y` int32
+    `[num_examples]`, `y = argmax(x @ teacher)` with a standard-normal teacher
+    `[input_units, num_classes]`; both determined by `seed`.
+  """
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal((num_examples, input_units)).astype(np.float32)
+  teacher = rng.standard_normal((input_units, num_classes)).astype(np.float32)
+  y = np.argmax(x @ teacher, axis=1).astype(np.int32)
+  return x, y
+
+
+def check_arrays(x, y, source: str, input_units: int = 128,
+                 num_classes: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+  """Checks features and labels; returns them as float32 and int32.
+
+  Raises:
+    TfMpError: naming `source`, the offending shape or value and what was
+      expected: `x` must be finite floats `[n, input_units]`, `y` integers
+      `[n]` in [0, num_classes).
+  """
+  x = np.asarray(x)
+  y = np.asarray(y)
+  if x.ndim != 2 or x.shape[1] != input_units or x.shape[0] < 1:
+    raise TfMpError(f"{source}: 'x' has shape {list(x.shape)}; expected "
+                    f'[n, {input_units}] with n >= 1')
+  if not np.issubdtype(x.dtype, np.floating):
+    raise TfMpError(f"{source}: 'x' has dtype {x.dtype}; expected float32")
+  if y.shape != (x.shape[0],):
+    raise TfMpError(f"{source}: 'y' has shape {list(y.shape)}; expected "
+                    f'[{x.shape[0]}] (one label per row of x)')
+  if not np.issubdtype(y.dtype, np.integer):
+    raise TfMpError(f"{source}: 'y' has dtype {y.dtype}; expected integer labels "
+                    f'in [0, {num_classes})')
+  finite = np.isfinite(x)
+  if not finite.all():
+    row, col = np.argwhere(~finite)[0]
+    raise TfMpError(f"{source}: 'x' contains a non-finite value ({x[row, col]}) "
+                    f'at row {row}, column {col}; expected finite floats')
+  bad = (y < 0) | (y >= num_classes)
+  if bad.any():
+    row = int(np.argmax(bad))
+    raise TfMpError(f"{source}: label {y[row]} at row {row} is outside "
+                    f'[0, {num_classes})')
+  return x.astype(np.float32, copy=False), y.astype(np.int32, copy=False)
+
+
+def load_npz(path: str, input_units: int = 128,
+             num_classes: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+  """Loads and checks a `.npz` with `x` float32 `[n, 128]` and `y` integer `[n]`.
+
+  Raises:
+    TfMpError: the file is missing, not a readable `.npz`, lacks `x` or `y`,
+      or fails `check_arrays`.
+  """
+  if not os.path.isfile(path):
+    raise TfMpError(f'data file {path!r} does not exist; expected a .npz with '
+                    f"'x' [n, {input_units}] float32 and 'y' [n] integer")
+  try:
+    with np.load(path, allow_pickle=False) as archive:
+      missing = [k for k in ('x', 'y') if k not in archive.files]
+      if missing:
+        raise TfMpError(f'data file {path!r} has arrays {sorted(archive.files)}; '
+                        f"expected 'x' [n, {input_units}] float32 and 'y' [n] "
+                        'integer')
+      x, y = archive['x'], archive['y']
+  except TfMpError:
+    raise
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    raise TfMpError(f'data file {path!r} is not a readable .npz archive '
+                    f'({type(e).__name__}: {e})') from None
+  return check_arrays(x, y, f'data file {path!r}', input_units, num_classes)
+
+
+def batch_indices(step: int, batch_size: int, num_examples: int) -> np.ndarray:
+  """Rows used at `step`: `(step * batch_size + arange(batch_size)) % num_examples`."""
+  return (step * batch_size + np.arange(batch_size)) % num_examples
+
+
+def batch_at(x: tf.Tensor, y: tf.Tensor, step: tf.Tensor,
+             batch_size: int) -> Tuple[tf.Tensor, tf.Tensor]:
+  """`batch_indices` in TensorFlow, for use inside a `tf.function` loop."""
+  num_examples = tf.shape(x, out_type=tf.int64)[0]
+  rows = (tf.cast(step, tf.int64) * batch_size +
+          tf.range(batch_size, dtype=tf.int64)) % num_examples
+  return tf.gather(x, rows), tf.gather(y, rows)

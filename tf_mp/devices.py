@@ -1,0 +1,167 @@
+"""Device names: parsing, the `auto` choice, and logical CPU devices.
+
+Model parallelism needs several devices. A machine without GPUs still has
+real, separately scheduled devices once its CPU is split into logical devices
+with `tf.config.set_logical_device_configuration`; that must happen before the
+TensorFlow runtime starts, which is why `ensure_logical_cpus` exists and why
+`resolve_devices` calls it for you.
+"""
+
+import re
+from typing import Optional, Sequence, Union
+
+import tensorflow as tf
+
+from tf_mp.errors import TfMpError
+
+DeviceSpec = Union[None, str, Sequence[str]]
+
+_SHORT_NAME = re.compile(r'^/?(?:device:)?(cpu|gpu|tpu):(\d+)$', re.IGNORECASE)
+
+
+def canonical_device(name: str) -> str:
+  """Returns TensorFlow's spelling of a device name.
+
+  Args:
+    name: `cpu:1`, `CPU:1`, `/cpu:1`, `/device:CPU:1`, or a full name such as
+      `/job:worker/replica:0/task:1/device:GPU:0`.
+
+  Returns:
+    `/device:CPU:1` for the short forms; full names normalised by
+    `tf.DeviceSpec`.
+
+  Raises:
+    TfMpError: the name is not a device name.
+  """
+  if not isinstance(name, str) or not name.strip():
+    raise TfMpError(f'device name {name!r} is not a string such as "cpu:0" or '
+                    '"/device:GPU:1"')
+  text = name.strip()
+  match = _SHORT_NAME.match(text)
+  if match:
+    return f'/device:{match.group(1).upper()}:{int(match.group(2))}'
+  try:
+    spec = tf.DeviceSpec.from_string(text)
+  except (ValueError, TypeError) as e:
+    raise TfMpError(f'device name {name!r} is not a device name such as "cpu:0" '
+                    f'or "/device:GPU:1" ({e})') from None
+  if spec.device_type is None:
+    raise TfMpError(f'device name {name!r} names no device type; expected e.g. '
+                    '"cpu:0" or "/job:worker/task:0/device:GPU:1"')
+  return spec.to_string()
+
+
+def split_device_list(spec: str) -> list:
+  """Splits `"cpu:0, cpu:1,cpu:2"` into names (not yet checked)."""
+  names = [part.strip() for part in spec.split(',')]
+  if any(not part for part in names):
+    raise TfMpError(f'device list {spec!r} has an empty entry; expected names '
+                    'separated by commas, e.g. "cpu:0,cpu:1,cpu:2"')
+  return names
+
+
+def ensure_logical_cpus(count: int) -> None:
+  """Makes at least `count` logical CPU devices exist.
+
+  Splits the first physical CPU into `count` logical devices if the runtime
+  has not started yet; afterwards it can only check.
+
+  Raises:
+    TfMpError: the runtime already started with fewer CPU devices.
+  """
+  cpus = tf.config.list_physical_devices('CPU')
+  configured = tf.config.get_logical_device_configuration(cpus[0])
+  if configured is not None and len(configured) >= count:
+    return
+  try:
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
+    return
+  except RuntimeError:
+    pass  # The runtime is already initialised; see what it has.
+  existing = tf.config.list_logical_devices('CPU')
+  if len(existing) < count:
+    raise TfMpError(
+        f'{count} logical CPU devices are needed but TensorFlow already '
+        f'started with {len(existing)} ({_names(existing)}); call '
+        f'tf_mp.ensure_logical_cpus({count}) before any tensor is created')
+
+
+def available_devices() -> list:
+  """Canonical names of the logical devices that exist now."""
+  return [canonical_device(d.name) for d in tf.config.list_logical_devices()]
+
+
+def resolve_devices(spec: DeviceSpec = 'auto', count: int = 3) -> list:
+  """Turns a device request into `count` checked device names.
+
+  Args:
+    spec: `None` (no placement: returns `[None] * count`), `'auto'`, a
+      comma-separated string (`'cpu:0,cpu:1,cpu:2'`), or a list of names.
+      `auto` picks the GPUs when there are any (round-robin when fewer than
+      `count`) and otherwise `count` logical CPU devices. Naming `cpu:k` creates
+      the logical CPU devices up to k if the runtime has not started.
+    count: how many placements are wanted (one per sub-model or stage). A list
+      shorter than `count` is used round-robin.
+
+  Returns:
+    A list of `count` canonical device names (or `None`s).
+
+  Raises:
+    TfMpError: a name is malformed or names a device that does not exist.
+  """
+  if count < 1:
+    raise TfMpError(f'count must be at least 1, got {count}')
+  if spec is None:
+    return [None] * count
+  if isinstance(spec, str) and spec.strip().lower() == 'auto':
+    gpus = tf.config.list_physical_devices('GPU')
+    if gpus:
+      names = [f'/device:GPU:{i % len(gpus)}' for i in range(count)]
+    else:
+      ensure_logical_cpus(count)
+      names = [f'/device:CPU:{i}' for i in range(count)]
+    return names
+  requested = split_device_list(spec) if isinstance(spec, str) else list(spec)
+  if not requested:
+    raise TfMpError('device list is empty; expected at least one device name')
+  names = [canonical_device(name) for name in requested]
+  cpu_indices = [
+      tf.DeviceSpec.from_string(n).device_index or 0
+      for n in names
+      if tf.DeviceSpec.from_string(n).device_type == 'CPU' and
+      tf.DeviceSpec.from_string(n).job in (None, 'localhost')
+  ]
+  if cpu_indices:
+    try:
+      ensure_logical_cpus(max(cpu_indices) + 1)
+    except TfMpError:
+      pass  # Reported below as a missing device, with the list of those that exist.
+  check_devices_exist(names, requested)
+  return [names[i % len(names)] for i in range(count)]
+
+
+def check_devices_exist(names: Sequence[str],
+                        as_written: Optional[Sequence[str]] = None) -> None:
+  """Raises TfMpError naming the first device that does not exist locally."""
+  existing = tf.config.list_logical_devices()
+  existing_specs = {_local_key(d.name) for d in existing}
+  for i, name in enumerate(names):
+    spec = tf.DeviceSpec.from_string(name)
+    if spec.job not in (None, 'localhost'):
+      continue  # A remote device: only the cluster can say.
+    if _local_key(name) not in existing_specs:
+      shown = as_written[i] if as_written else name
+      raise TfMpError(f'device {shown!r} does not exist; this machine has: '
+                      f'{_names(existing)}')
+
+
+def _local_key(name: str) -> tuple:
+  spec = tf.DeviceSpec.from_string(name)
+  return (spec.device_type, spec.device_index or 0)
+
+
+def _names(devices) -> str:
+  return ', '.join(
+      f'{d.device_type.lower()}:{tf.DeviceSpec.from_string(d.name).device_index}'
+      for d in devices) or 'none'

@@ -1,0 +1,122 @@
+"""The document's `model(inputs)`: three sub-models on their devices, concat, head."""
+
+import dataclasses
+from typing import Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from tf_mp.dense import Dense, device_scope
+from tf_mp.devices import DeviceSpec, resolve_devices
+from tf_mp.errors import TfMpError
+from tf_mp.sub_models import SubModel, check_features
+
+
+@dataclasses.dataclass(frozen=True)
+class SubModelConfig:
+  """Widths of one sub-model: `input_units -> hidden_units -> output_units`."""
+  hidden_units: int = 256
+  output_units: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The configuration that fills the document's `...` (see the README's table).
+
+  Attributes:
+    input_units: width of the shared input, 128 in the document.
+    sub_models: one `SubModelConfig` per sub-model; three by default, widths may
+      differ (uneven splits).
+    num_classes: logits of the head (labels are integers in [0, num_classes)).
+    seed: seeds the Glorot-uniform kernels (biases start at zero).
+    concat: how the sub-model outputs are joined: 'tf' (`tf.concat`).
+  """
+  input_units: int = 128
+  sub_models: Tuple[SubModelConfig, ...] = (SubModelConfig(),) * 3
+  num_classes: int = 10
+  seed: int = 0
+  concat: str = 'tf'
+
+  @property
+  def concat_units(self) -> int:
+    return sum(s.output_units for s in self.sub_models)
+
+
+class ConcatModel(tf.Module):
+  """`head(concat([sub_model_1(x), sub_model_2(x), sub_model_3(x)], -1))`.
+
+  Shapes: `[batch, 128]` float32 -> logits `[batch, 10]` float32 (default
+  config; `[batch, config.input_units]` -> `[batch, config.num_classes]`).
+  Devices: sub-model k on `devices[k]`; the concat, the head and the loss on
+  `output_device` (default: the first sub-model's device).
+  Variable names: `sub_model_k/{hidden,output}/{kernel,bias}`, `head/kernel`,
+  `head/bias` (no prefix of the model's own).
+  """
+
+  def __init__(self,
+               sub_models: Sequence[SubModel],
+               head: Dense,
+               output_device: Optional[str],
+               config: ModelConfig,
+               name: str = 'concat_model'):
+    super().__init__(name=name)
+    self.sub_models = list(sub_models)
+    self.head = head
+    self.output_device = output_device
+    self.config = config
+
+  @property
+  def devices(self) -> list:
+    """The device of each sub-model, in order."""
+    return [m.device for m in self.sub_models]
+
+  def concat(self, outputs: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Joins the sub-model outputs on the last axis (`config.concat` path)."""
+    return tf.concat(list(outputs), axis=-1)
+
+  def __call__(self, inputs) -> tf.Tensor:
+    check_features(inputs, self.config.input_units, 'model')
+    outputs = [sub_model(inputs) for sub_model in self.sub_models]
+    with device_scope(self.output_device), tf.name_scope('concat'):
+      joined = self.concat(outputs)
+    return self.head(joined)
+
+
+def build_model(devices: DeviceSpec = None,
+                config: Optional[ModelConfig] = None,
+                *,
+                output_device: Optional[str] = None) -> ConcatModel:
+  """Builds the document's model with each sub-model on its own device.
+
+  Args:
+    devices: one device per sub-model (`['cpu:0', 'cpu:1', 'cpu:2']`,
+      `'gpu:0,gpu:1,gpu:2'`, fewer used round-robin), `'auto'`, or None for no
+      placement. See `tf_mp.resolve_devices`.
+    config: a `ModelConfig`; the README's defaults when None.
+    output_device: where the concat and the head run; default the first
+      sub-model's device.
+
+  Returns:
+    A `ConcatModel` mapping `[batch, 128]` float32 to logits `[batch, 10]`.
+
+  Raises:
+    TfMpError: a device does not exist, or the config is invalid.
+  """
+  config = config or ModelConfig()
+  if not config.sub_models:
+    raise TfMpError('config.sub_models is empty; expected at least one sub-model')
+  if config.concat != 'tf':
+    raise TfMpError(f'concat {config.concat!r} is not available; expected "tf"')
+  placed = resolve_devices(devices, len(config.sub_models))
+  sub_models = [
+      SubModel(placed[k], input_units=config.input_units,
+               hidden_units=sub.hidden_units, output_units=sub.output_units,
+               seed=config.seed, name=f'sub_model_{k + 1}')
+      for k, sub in enumerate(config.sub_models)
+  ]
+  if output_device is not None:
+    output_device = resolve_devices([output_device], 1)[0]
+  else:
+    output_device = placed[0]
+  head = Dense(config.concat_units, config.num_classes, device=output_device,
+               seed=config.seed, name='head')
+  return ConcatModel(sub_models, head, output_device, config)

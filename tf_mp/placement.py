@@ -1,0 +1,110 @@
+"""Where each part of a model really lives: read from TensorFlow, not from requests."""
+
+import dataclasses
+from typing import List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tf_mp.trainer import Trainer
+
+
+@dataclasses.dataclass
+class PartPlacement:
+  """One part (a sub-model or the head) of a model.
+
+  Attributes:
+    name: the part's name scope, e.g. 'sub_model_2' or 'head'.
+    requested: the device the part was built for (None: not placed).
+    variable_devices: the devices of its variables (`variable.device`).
+    op_devices: the devices of its forward and gradient ops in the traced
+      training step (ops without a device, such as variable reads, which run
+      where their variable lives, are not counted).
+    parameters: number of scalars in its variables.
+    bytes: their size in bytes.
+  """
+  name: str
+  requested: Optional[str]
+  variable_devices: List[str]
+  op_devices: List[str]
+  parameters: int
+  bytes: int
+
+  @property
+  def on_requested_device(self) -> bool:
+    """True when the variables and the ops are all on the requested device."""
+    if self.requested is None:
+      return True
+    want = _device_key(self.requested)
+    return all(_device_key(d) == want
+               for d in self.variable_devices + self.op_devices)
+
+
+@dataclasses.dataclass
+class PlacementReport:
+  """`placement_report`'s result; `str()` gives the printed table."""
+  parts: List[PartPlacement]
+
+  def __getitem__(self, name: str) -> PartPlacement:
+    for part in self.parts:
+      if part.name == name:
+        return part
+    raise KeyError(name)
+
+  def __str__(self) -> str:
+    header = ('part', 'requested', 'variables on', 'ops on', 'params', 'bytes')
+    rows = [header] + [
+        (p.name, _short(p.requested), ','.join(map(_short, p.variable_devices)),
+         ','.join(map(_short, p.op_devices)) or '-', f'{p.parameters:,}',
+         f'{p.bytes:,}') for p in self.parts
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+             for r in rows]
+    return 'Placement\n' + '\n'.join(lines)
+
+
+def _device_key(device: str):
+  spec = tf.DeviceSpec.from_string(device)
+  return (spec.device_type, spec.device_index or 0)
+
+
+def _short(device: Optional[str]) -> str:
+  if not device:
+    return '-'
+  spec = tf.DeviceSpec.from_string(device)
+  return f'{spec.device_type.lower()}:{spec.device_index or 0}'
+
+
+def _parts(model) -> list:
+  return list(model.sub_models) + [model.head]
+
+
+def placement_report(model, trainer: Optional[Trainer] = None) -> PlacementReport:
+  """Reports, per sub-model and the head, where its variables and ops are.
+
+  Args:
+    model: a model from `build_model`.
+    trainer: the `Trainer` whose traced training step is inspected; a fresh
+      one (which changes nothing in `model`) when None.
+
+  Returns:
+    A `PlacementReport`; print it for the table.
+  """
+  graph = (trainer or Trainer(model)).traced_step_graph()
+  parts = []
+  for part in _parts(model):
+    scope = part.name
+    ops = [op for op in graph.get_operations()
+           if op.device and (op.name.startswith(scope + '/') or
+                             f'/{scope}/' in op.name)]
+    variables = part.trainable_variables
+    parts.append(
+        PartPlacement(
+            name=scope,
+            requested=part.device,
+            variable_devices=sorted({v.device for v in variables}),
+            op_devices=sorted({op.device for op in ops}),
+            parameters=int(sum(np.prod(v.shape) for v in variables)),
+            bytes=int(sum(np.prod(v.shape) * v.dtype.size for v in variables))))
+  return PlacementReport(parts)

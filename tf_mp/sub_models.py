@@ -1,0 +1,90 @@
+"""The document's sub-models: `sub_model_1`, `sub_model_2`, `sub_model_3`."""
+
+from typing import Optional
+
+import tensorflow as tf
+
+from tf_mp.dense import Dense, device_scope
+from tf_mp.devices import resolve_devices
+from tf_mp.errors import TfMpError
+
+
+class SubModel(tf.Module):
+  """`hidden` (dense + ReLU) then `output` (dense, no activation), on one device.
+
+  Shapes: `[batch, input_units]` float32 -> `[batch, output_units]` float32.
+  Variables: `<name>/hidden/kernel [input_units, hidden_units]`,
+  `<name>/hidden/bias [hidden_units]`, `<name>/output/kernel
+  [hidden_units, output_units]`, `<name>/output/bias [output_units]`: the TF1
+  variable scopes of the document's program, so TF1 checkpoints map by name.
+  Devices: with `device` set, the variables live there and the forward pass runs
+  there; the backward pass follows when gradients are taken with
+  `tf.gradients` (as `tf_mp.Trainer` does), which colocates each gradient op
+  with its forward op.
+  """
+
+  def __init__(self,
+               device: Optional[str] = None,
+               *,
+               input_units: int = 128,
+               hidden_units: int = 256,
+               output_units: int = 64,
+               seed: int = 0,
+               name: str = 'sub_model'):
+    super().__init__(name=name)
+    for label, value in (('input_units', input_units),
+                         ('hidden_units', hidden_units),
+                         ('output_units', output_units)):
+      if not isinstance(value, int) or value < 1:
+        raise TfMpError(f'{name}: {label} must be a positive integer, got {value!r}')
+    self.device = resolve_devices([device], 1)[0] if device else None
+    self.input_units = input_units
+    self.output_units = output_units
+    with self.name_scope:
+      self.hidden = Dense(input_units, hidden_units, tf.nn.relu, device=self.device,
+                          seed=seed, name='hidden')
+      self.output = Dense(hidden_units, output_units, device=self.device, seed=seed,
+                          name='output')
+
+  @tf.Module.with_name_scope
+  def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
+    check_features(inputs, self.input_units, self.name)
+    with device_scope(self.device):
+      return self.output(self.hidden(inputs))
+
+
+def check_features(inputs, input_units: int, where: str) -> None:
+  """Raises TfMpError unless `inputs` is `[batch, input_units]` (batch may be unknown)."""
+  shape = tf.TensorShape(getattr(inputs, 'shape', None))
+  if shape.rank is not None and (shape.rank != 2 or
+                                 shape[-1] not in (None, input_units)):
+    raise TfMpError(f'{where}: inputs have shape {shape.as_list()}; expected '
+                    f'[batch, {input_units}]')
+
+
+def _builder(k: int):
+
+  def build(device: Optional[str] = None,
+            *,
+            input_units: int = 128,
+            hidden_units: int = 256,
+            output_units: int = 64,
+            seed: int = 0) -> SubModel:
+    return SubModel(device, input_units=input_units, hidden_units=hidden_units,
+                    output_units=output_units, seed=seed, name=f'sub_model_{k}')
+
+  build.__name__ = build.__qualname__ = f'sub_model_{k}'
+  build.__doc__ = (
+      f'Builds the document\'s `sub_model_{k}`: a `SubModel` named '
+      f'`sub_model_{k}`.\n\n  Args:\n    device: where its variables and '
+      'computation live, e.g. "cpu:1" or "/device:GPU:0"; None leaves placement '
+      'to TensorFlow.\n    input_units, hidden_units, output_units: widths '
+      '(defaults 128 -> 256 -> 64).\n    seed: seeds the Glorot-uniform '
+      'kernels.\n\n  Returns:\n    A `SubModel` mapping `[batch, input_units]` '
+      'to `[batch, output_units]`.\n  ')
+  return build
+
+
+sub_model_1 = _builder(1)
+sub_model_2 = _builder(2)
+sub_model_3 = _builder(3)

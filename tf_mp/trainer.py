@@ -1,0 +1,193 @@
+"""Training with Adam: one step for user code, and a fast loop of many steps per call."""
+
+import dataclasses
+import time
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tf_mp.adam import Adam
+from tf_mp.data import batch_at, check_arrays
+from tf_mp.dense import device_scope
+from tf_mp.errors import TfMpError, TrainingDivergedError
+
+
+def sparse_softmax_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+  """Mean sparse softmax cross-entropy: logits `[batch, classes]`, labels `[batch]`."""
+  return tf.reduce_mean(
+      tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                     logits=logits))
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `Trainer.fit` did: the logged `(step, loss)` pairs and the speed."""
+  first_step: int
+  last_step: int
+  final_loss: float
+  logged: List[Tuple[int, float]]
+  seconds: float
+
+  @property
+  def steps(self) -> int:
+    return self.last_step - self.first_step + 1
+
+  @property
+  def steps_per_second(self) -> float:
+    return self.steps / self.seconds if self.seconds > 0 else float('inf')
+
+
+def _positive_int(name: str, value) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise TfMpError(f'{name} must be a positive integer, got {value!r}')
+  return int(value)
+
+
+class Trainer:
+  """Trains a model from `build_model` (or any module mapping features to logits).
+
+  The loss is the mean sparse softmax cross-entropy, computed on the model's
+  `output_device`. Gradients are taken with `tf.gradients`, which colocates each
+  gradient op with its forward op, so each sub-model's backward pass runs on the
+  sub-model's device (a `GradientTape` would leave them unplaced: see the README).
+  The optimizer is `tf_mp.Adam`, TF1's `AdamOptimizer` (epsilon 1e-8).
+
+  Attributes:
+    model: the model being trained.
+    optimizer: its `tf_mp.Adam`.
+    step: int64 variable, the number of steps taken so far.
+  """
+
+  def __init__(self,
+               model: tf.Module,
+               learning_rate: float = 0.001,
+               *,
+               beta1: float = 0.9,
+               beta2: float = 0.999,
+               epsilon: float = 1e-8,
+               loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] = sparse_softmax_loss):
+    self.model = model
+    self.loss_fn = loss_fn
+    self.optimizer = Adam(learning_rate, beta1, beta2, epsilon)
+    self.optimizer.build(model.trainable_variables)
+    with tf.init_scope():
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    self._train_step = tf.function(self._step_fn)
+    self._run_steps = tf.function(self._run_steps_fn)
+
+  @property
+  def input_units(self) -> int:
+    return self.model.config.input_units
+
+  @property
+  def num_classes(self) -> int:
+    return self.model.config.num_classes
+
+  def compute_loss(self, features: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """The scalar training loss of one batch (no update)."""
+    logits = self.model(features)
+    with device_scope(getattr(self.model, 'output_device', None)), \
+        tf.name_scope('loss'):
+      return self.loss_fn(logits, labels)
+
+  def _step_fn(self, features, labels):
+    loss = self.compute_loss(features, labels)
+    variables = self.model.trainable_variables
+    grads = tf.gradients(loss, variables)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    self.step.assign_add(1)
+    return loss
+
+  def _run_steps_fn(self, x, y, first_step, num_steps, batch_size: int):
+    losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+    for i in tf.range(num_steps):
+      features, labels = batch_at(x, y, first_step + i, batch_size)
+      loss = self._step_fn(features, labels)
+      losses = losses.write(tf.cast(i, tf.int32), loss)
+      if not tf.math.is_finite(loss):
+        break
+    return losses.stack()
+
+  def train_step(self, features, labels) -> tf.Tensor:
+    """One Adam step on one batch; returns the loss before the update.
+
+    Args:
+      features: float32 `[batch, 128]`.
+      labels: integers `[batch]` in [0, 10).
+
+    Raises:
+      TfMpError: a shape or label is out of range (checked when the values are
+        concrete: numpy arrays or eager tensors).
+    """
+    if not tf.is_symbolic_tensor(features) and not tf.is_symbolic_tensor(labels):
+      features, labels = check_arrays(features, labels, 'train_step',
+                                      self.input_units, self.num_classes)
+    return self._train_step(
+        tf.convert_to_tensor(features, tf.float32),
+        tf.convert_to_tensor(labels, tf.int32))
+
+  def traced_step_graph(self) -> tf.Graph:
+    """The graph of one training step (forward, `tf.gradients`, Adam), for reports."""
+    return self._train_step.get_concrete_function(
+        tf.TensorSpec([None, self.input_units], tf.float32),
+        tf.TensorSpec([None], tf.int32)).graph
+
+  def fit(self,
+          x,
+          y,
+          *,
+          steps: int,
+          batch_size: int = 64,
+          log_every: int = 100,
+          on_log: Optional[Callable[[int, np.float32], None]] = None) -> TrainResult:
+    """Trains from `self.step` up to `steps`, many steps per `tf.function` call.
+
+    Step s uses rows `tf_mp.batch_indices(s, batch_size, len(x))`. The loss of
+    every step with `s % log_every == 0` (and of the last step) is passed to
+    `on_log(s, loss)` as soon as that step has run.
+
+    Args:
+      x: float32 `[n, 128]` features.
+      y: integer `[n]` labels in [0, 10).
+      steps: train until `self.step == steps` (the total, not an increment).
+      batch_size: examples per step.
+      log_every: logging interval in steps.
+      on_log: called with `(step, loss)` at each logging step.
+
+    Returns:
+      A `TrainResult`.
+
+    Raises:
+      TfMpError: bad data or arguments, before any step runs.
+      TrainingDivergedError: a step's loss was NaN or Inf; names the step.
+    """
+    steps = _positive_int('steps', steps)
+    batch_size = _positive_int('batch_size', batch_size)
+    log_every = _positive_int('log_every', log_every)
+    x, y = check_arrays(x, y, 'training data', self.input_units, self.num_classes)
+    x, y = tf.constant(x), tf.constant(y)
+    first = current = int(self.step.numpy())
+    if first >= steps:
+      raise TfMpError(f'already trained {first} steps; steps={steps} asks for none')
+    logged = []
+    loss = np.float32('nan')
+    start = time.perf_counter()
+    while current < steps:
+      # A chunk ends right after the next logging step, so lines appear on time.
+      end = current + 1 if current % log_every == 0 else (
+          (current // log_every + 1) * log_every + 1)
+      end = min(end, steps)
+      losses = self._run_steps(x, y, tf.constant(current, tf.int64),
+                               tf.constant(end - current, tf.int64), batch_size).numpy()
+      for offset, loss in enumerate(losses):
+        step = current + offset
+        if not np.isfinite(loss):
+          raise TrainingDivergedError(step, float(loss))
+        if step % log_every == 0 or step == steps - 1:
+          logged.append((step, float(loss)))
+          if on_log is not None and step % log_every == 0:
+            on_log(step, loss)
+      current = end
+    return TrainResult(first, steps - 1, float(loss), logged,
+                       time.perf_counter() - start)
