@@ -6,7 +6,7 @@ from tf_mp.dense import Dense
 from tf_mp.devices import (available_devices, canonical_device,
                            ensure_logical_cpus, resolve_devices)
 from tf_mp.errors import TfMpError, TrainingDivergedError
-from tf_mp.export import export_saved_model
+from tf_mp.export import check_export_dir, export_saved_model
 from tf_mp.model import ConcatModel, ModelConfig, SubModelConfig, build_model
 from tf_mp.placement import PlacementReport, placement_report
 from tf_mp.sub_models import SubModel, sub_model_1, sub_model_2, sub_model_3
@@ -18,7 +18,7 @@ __all__ = [
     'Adam', 'ConcatModel', 'Dense', 'ModelConfig', 'PlacementReport', 'SubModel',
     'SubModelConfig', 'TfMpError', 'TrainResult', 'Trainer',
     'TrainingDivergedError', 'available_devices', 'batch_indices',
-    'build_model', 'canonical_device', 'check_arrays', 'ensure_logical_cpus',
+    'build_model', 'canonical_device', 'check_arrays', 'check_export_dir', 'ensure_logical_cpus',
     'export_saved_model', 'load_npz', 'placement_report', 'resolve_devices',
     'sparse_softmax_loss', 'sub_model_1', 'sub_model_2', 'sub_model_3',
     'synthetic_data'
