@@ -84,6 +84,10 @@ class Trainer:
   def num_classes(self) -> int:
     return self.model.config.num_classes
 
+  def check_data(self, features, labels, source: str):
+    """Checks concrete features and labels (subclasses for other data override it)."""
+    return check_arrays(features, labels, source, self.input_units, self.num_classes)
+
   def compute_loss(self, features: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """The scalar training loss of one batch (no update)."""
     logits = self.model(features)
@@ -121,8 +125,7 @@ class Trainer:
         concrete: numpy arrays or eager tensors).
     """
     if not tf.is_symbolic_tensor(features) and not tf.is_symbolic_tensor(labels):
-      features, labels = check_arrays(features, labels, 'train_step',
-                                      self.input_units, self.num_classes)
+      features, labels = self.check_data(features, labels, 'train_step')
     return self._train_step(
         tf.convert_to_tensor(features, tf.float32),
         tf.convert_to_tensor(labels, tf.int32))
@@ -165,7 +168,7 @@ class Trainer:
     steps = _positive_int('steps', steps)
     batch_size = _positive_int('batch_size', batch_size)
     log_every = _positive_int('log_every', log_every)
-    x, y = check_arrays(x, y, 'training data', self.input_units, self.num_classes)
+    x, y = self.check_data(x, y, 'training data')
     x, y = tf.constant(x), tf.constant(y)
     first = current = int(self.step.numpy())
     if first >= steps:
