@@ -19,6 +19,7 @@ from absl import flags
 import tensorflow as tf
 
 import tf_mp
+from tf_mp.summaries import write_scalar
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('steps', 10000, 'Training steps, as in the document.')
@@ -62,11 +63,11 @@ def main(argv):
     print('Step:', step, 'Loss:', loss_value, flush=True)
     if writer:
       now = time.perf_counter()
-      with writer.as_default(step=step):
-        tf.summary.scalar('loss', loss_value)
+      with writer.as_default():
+        write_scalar('loss', loss_value, step)
         if step > last['step']:
-          tf.summary.scalar('steps_per_second',
-                            (step - last['step']) / (now - last['time']))
+          write_scalar('steps_per_second',
+                       (step - last['step']) / (now - last['time']), step)
       last.update(step=step, time=now)
 
   result = trainer.fit(x, y, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
