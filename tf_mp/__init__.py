@@ -10,13 +10,14 @@ from tf_mp.export import check_export_dir, export_saved_model
 from tf_mp.model import ConcatModel, ModelConfig, SubModelConfig, build_model
 from tf_mp.placement import PlacementReport, placement_report
 from tf_mp.sub_models import SubModel, sub_model_1, sub_model_2, sub_model_3
+from tf_mp.tf1_checkpoint import load_tf1_checkpoint, save_tf1_checkpoint
 from tf_mp.trainer import Trainer, TrainResult, sparse_softmax_loss
 
 __version__ = '0.1.0'
 
 __all__ = [
     'Adam', 'ConcatModel', 'Dense', 'ModelConfig', 'PlacementReport', 'SubModel',
-    'SubModelConfig', 'TfMpError', 'TrainResult', 'Trainer',
+    'SubModelConfig', 'TfMpError', 'load_tf1_checkpoint', 'save_tf1_checkpoint', 'TrainResult', 'Trainer',
     'TrainingDivergedError', 'available_devices', 'batch_indices',
     'build_model', 'canonical_device', 'check_arrays', 'check_export_dir', 'ensure_logical_cpus',
     'export_saved_model', 'load_npz', 'placement_report', 'resolve_devices',
