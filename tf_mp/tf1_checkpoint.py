@@ -27,6 +27,9 @@ _OPTIMIZER_NAMES = ('beta1_power', 'beta2_power')
 # A training-step counter; the document's program has none, `save_tf1_checkpoint`
 # writes `Trainer.step` under this name so that a round trip keeps it.
 _STEP_NAME = 'global_step'
+# What TensorFlow's checkpoint reader raises for a damaged file (a short read
+# surfaces as IndexError).
+_READ_ERRORS = (tf.errors.OpError, ValueError, OSError, IndexError, RuntimeError)
 
 
 def _is_optimizer_entry(name: str) -> bool:
@@ -130,7 +133,7 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
     TfMpError: the path is missing or the checkpoint unreadable or corrupt; or
       model variables are missing from the checkpoint, the checkpoint has
       variables the model lacks, or shapes or dtypes differ (each listed by
-      name and shape); or, with `trainer`, the checkpoint has only part of the
+      name and shape, all in one message); or, with `trainer`, the checkpoint has only part of the
       Adam state. The model and the trainer are then unchanged.
   """
   prefix = _checkpoint_prefix(path)
@@ -138,7 +141,7 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
     reader = tf.train.load_checkpoint(prefix)
     shapes = reader.get_variable_to_shape_map()
     dtypes = reader.get_variable_to_dtype_map()
-  except (tf.errors.OpError, ValueError, OSError) as e:
+  except _READ_ERRORS as e:
     raise TfMpError(f'TF1 checkpoint {path!r} is unreadable or corrupt '
                     f'({type(e).__name__}: {_first_line(e)})') from None
 
@@ -170,7 +173,7 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
   problems = []
   for label, items in (('missing from the checkpoint', missing),
                        ('not in the model', unexpected),
-                       ('mis-shaped', misshaped)):
+                       ('wrong shape or dtype', misshaped)):
     if items:
       problems.append(f'{label}: ' + ', '.join(items))
   if problems:
@@ -181,7 +184,7 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
   try:
     for name in sorted(targets):
       values[name] = np.asarray(reader.get_tensor(name))
-  except (tf.errors.OpError, ValueError, OSError) as e:
+  except _READ_ERRORS as e:
     raise TfMpError(f'TF1 checkpoint {path!r} is corrupt: reading {name!r} failed '
                     f'({type(e).__name__}: {_first_line(e)}). Nothing was '
                     'loaded') from None

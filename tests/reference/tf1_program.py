@@ -13,6 +13,14 @@ programs see the same data at every step.
 
 Run it as a program (graph mode is process-global):
   python tests/reference/tf1_program.py --steps 200 --losses_out losses.npy
+
+With `--dump_dir DIR` it also records what the oracle tests compare, before
+training (see `dump_oracle`): `DIR/initial` (Saver checkpoint of the initial
+values), `forward.npz` (logits of all of `x`), `gradients.npz` (per-variable
+gradients on the step-0 batch), `one_step.npz` (every variable, Adam slots
+included, after one Adam step on that batch) and `devices.json` (the device of
+every op, as requested in the graph and as placed at run time). It then
+restores the initial values and trains as usual.
 """
 
 import json
@@ -45,6 +53,9 @@ flags.DEFINE_string('save_final', None, 'Saver checkpoint prefix for the trained
 flags.DEFINE_string('losses_out', None, '.npy file for the loss of every step.')
 flags.DEFINE_string('report_json', None, 'JSON file for timing and peak memory.')
 flags.DEFINE_bool('quiet', False, 'Do not print the Step lines.')
+flags.DEFINE_string('dump_dir', None, 'Directory for the oracle records '
+                    '(initial checkpoint, logits, gradients, one Adam step, '
+                    'devices), written before training.')
 
 
 def dense(inputs, units, name, activation=None):
@@ -57,22 +68,28 @@ def dense(inputs, units, name, activation=None):
     return activation(outputs) if activation else outputs
 
 
-def sub_model(k, inputs, device):
-  with tf.device(device), tf1.variable_scope(f'sub_model_{k}'):
+def sub_model_1(inputs, device='/device:CPU:0'):
+  with tf.device(device), tf1.variable_scope('sub_model_1'):
     hidden = dense(inputs, 256, 'hidden', tf.nn.relu)
     return dense(hidden, 64, 'output')
 
 
-def sub_model_1(inputs, device='/device:CPU:0'):
-  return sub_model(1, inputs, device)
-
-
 def sub_model_2(inputs, device='/device:CPU:1'):
-  return sub_model(2, inputs, device)
+  with tf.device(device), tf1.variable_scope('sub_model_2'):
+    hidden = dense(inputs, 256, 'hidden', tf.nn.relu)
+    return dense(hidden, 64, 'output')
 
 
 def sub_model_3(inputs, device='/device:CPU:2'):
-  return sub_model(3, inputs, device)
+  with tf.device(device), tf1.variable_scope('sub_model_3'):
+    hidden = dense(inputs, 256, 'hidden', tf.nn.relu)
+    return dense(hidden, 64, 'output')
+
+
+def head(outputs, device='/device:CPU:0'):
+  """The head on the concatenated sub-model outputs: dense 192 -> 10 logits."""
+  with tf.device(device):
+    return dense(outputs, 10, 'head')
 
 
 def build_graph(num_devices=3, learning_rate=0.001):
@@ -83,8 +100,8 @@ def build_graph(num_devices=3, learning_rate=0.001):
   outputs = tf.concat([sub_model_1(inputs, devices[0]),
                        sub_model_2(inputs, devices[1]),
                        sub_model_3(inputs, devices[2])], axis=-1)
+  logits = head(outputs, devices[0])
   with tf.device(devices[0]):
-    logits = dense(outputs, 10, 'head')
     loss = tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
                                                        logits=logits))
@@ -96,6 +113,39 @@ def build_graph(num_devices=3, learning_rate=0.001):
 def session_config(num_devices):
   return tf1.ConfigProto(device_count={'CPU': num_devices},
                          allow_soft_placement=False)
+
+
+def dump_oracle(sess, saver, g, x, y, batch_size, dump_dir):
+  """Writes the oracle records of the current (initial) values to `dump_dir`.
+
+  Runs one Adam step on the step-0 batch (the caller restores the initial
+  values afterwards). The gradients come from a separate `tf.gradients` of the
+  same loss, so the document's `minimize` stays as written.
+  """
+  os.makedirs(dump_dir, exist_ok=True)
+  saver.save(sess, os.path.join(dump_dir, 'initial'), write_meta_graph=False)
+  variables = tf1.trainable_variables()
+  names = [v.op.name for v in variables]
+  logits = sess.run(g['logits'], feed_dict={g['inputs']: x})
+  np.savez(os.path.join(dump_dir, 'forward.npz'), x=x, logits=logits)
+  rows = batch_indices(0, batch_size, len(x))
+  feed = {g['inputs']: x[rows], g['labels']: y[rows]}
+  grads = sess.run(tf1.gradients(g['loss'], variables), feed_dict=feed)
+  loss_value = sess.run(g['loss'], feed_dict=feed)
+  np.savez(os.path.join(dump_dir, 'gradients.npz'), __loss__=loss_value,
+           **dict(zip(names, grads)))
+  metadata = tf1.RunMetadata()
+  sess.run(g['optimizer'], feed_dict=feed,
+           options=tf1.RunOptions(output_partition_graphs=True),
+           run_metadata=metadata)
+  every = tf1.global_variables()
+  np.savez(os.path.join(dump_dir, 'one_step.npz'),
+           **dict(zip([v.op.name for v in every], sess.run(every))))
+  placed = {node.name: node.device for graph in metadata.partition_graphs
+            for node in graph.node}
+  requested = {op.name: op.device for op in tf1.get_default_graph().get_operations()}
+  with open(os.path.join(dump_dir, 'devices.json'), 'w') as f:
+    json.dump({'requested': requested, 'placed': placed}, f)
 
 
 def main(argv):
@@ -116,6 +166,9 @@ def main(argv):
       saver.restore(sess, FLAGS.restore)
     if FLAGS.save_initial:
       saver.save(sess, FLAGS.save_initial, write_meta_graph=False)
+    if FLAGS.dump_dir:
+      dump_oracle(sess, saver, g, x, y, FLAGS.batch_size, FLAGS.dump_dir)
+      saver.restore(sess, os.path.join(FLAGS.dump_dir, 'initial'))
     start = time.perf_counter()
     for step in range(FLAGS.steps):
       rows = batch_indices(step, FLAGS.batch_size, len(x))
