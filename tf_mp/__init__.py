@@ -9,6 +9,11 @@ from tf_mp.errors import TfMpError, TrainingDivergedError
 from tf_mp.export import check_export_dir, export_saved_model
 from tf_mp.model import ConcatModel, ModelConfig, SubModelConfig, build_model
 from tf_mp.placement import PlacementReport, placement_report
+from tf_mp.pipeline import (Pipeline, PipelineConfig, PipelineStage,
+                              build_pipeline, pipeline_stage)
+from tf_mp.pipeline_report import (BalanceReport, DeviceTimeReport,
+                                     balance_report, device_time_report,
+                                     pipeline_placement)
 from tf_mp.sub_models import SubModel, sub_model_1, sub_model_2, sub_model_3
 from tf_mp.tf1_checkpoint import load_tf1_checkpoint, save_tf1_checkpoint
 from tf_mp.trainer import Trainer, TrainResult, sparse_softmax_loss
@@ -22,5 +27,8 @@ __all__ = [
     'build_model', 'canonical_device', 'check_arrays', 'check_export_dir', 'ensure_logical_cpus',
     'export_saved_model', 'load_npz', 'placement_report', 'resolve_devices',
     'sparse_softmax_loss', 'sub_model_1', 'sub_model_2', 'sub_model_3',
-    'synthetic_data'
+    'synthetic_data',
+    'BalanceReport', 'DeviceTimeReport', 'Pipeline', 'PipelineConfig',
+    'PipelineStage', 'balance_report', 'build_pipeline', 'device_time_report',
+    'pipeline_placement', 'pipeline_stage'
 ]
