@@ -9,8 +9,11 @@ lives, last a one-line summary.
   python examples/tutorial.py                      # the document's run
   python examples/tutorial.py --devices cpu:0,cpu:1,cpu:2 --steps 500
   python examples/tutorial.py --data my.npz --export_dir /tmp/model
+  python examples/tutorial.py --strategy mirrored \
+      --devices "cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5" --checkpoint_dir /tmp/ckpt
 """
 
+import os
 import time
 
 import _startup  # Quiets TensorFlow's start-up lines; imports tf and tf_mp.
@@ -39,12 +42,29 @@ flags.DEFINE_string('export_dir', None,
                     'Save the trained model here as a SavedModel (serving: '
                     'features [None, 128] float32 -> logits).')
 flags.DEFINE_bool('verbose', False, "Show TensorFlow's own start-up messages.")
+flags.DEFINE_string('strategy', 'none',
+                    'none (pure model parallelism), mirrored (one replica per '
+                    'device group, groups separated by ";" in --devices) or '
+                    'multi_worker (one replica per worker, from TF_CONFIG). '
+                    '--batch_size is the global batch.')
+flags.DEFINE_string('checkpoint_dir', None,
+                    'Save model, Adam state and step here; a rerun of the same '
+                    'command resumes from the newest checkpoint.')
+flags.DEFINE_integer('checkpoint_every', 1000, 'Save a checkpoint every this many steps.')
+flags.DEFINE_float('collective_timeout', 60,
+                   'multi_worker: seconds a collective waits for a dead worker '
+                   'before the run fails (0: forever).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  devices = tf_mp.resolve_devices(FLAGS.devices, 3)  # Before any tensor exists.
+  if not FLAGS.verbose:
+    tf.get_logger().setLevel('ERROR')  # tf.distribute and the saver log at INFO.
+  # Before any tensor exists: devices, groups and the cluster are set up here.
+  layout = tf_mp.create_strategy(FLAGS.strategy, FLAGS.devices,
+                                 tf_config=os.environ.get('TF_CONFIG'),
+                                 collective_timeout=FLAGS.collective_timeout)
   if FLAGS.data:
     x, y = tf_mp.load_npz(FLAGS.data)
   else:
@@ -52,9 +72,25 @@ def main(argv):
   if FLAGS.export_dir:
     tf_mp.check_export_dir(FLAGS.export_dir)
 
-  model = tf_mp.build_model(devices, tf_mp.ModelConfig(seed=FLAGS.seed))
-  trainer = tf_mp.Trainer(model, FLAGS.learning_rate)
-  print(tf_mp.placement_report(model, trainer), end='\n\n', flush=True)
+  model = layout.build_model(tf_mp.ModelConfig(seed=FLAGS.seed))
+  trainer = tf_mp.Trainer(model, FLAGS.learning_rate, strategy=layout)
+  if layout.distributed:
+    print(layout.describe(), end='\n\n', flush=True)
+  else:
+    print(tf_mp.placement_report(model, trainer), end='\n\n', flush=True)
+  checkpoints = None
+  if FLAGS.checkpoint_dir:
+    checkpoints = tf_mp.TrainingCheckpoints(
+        FLAGS.checkpoint_dir, trainer, is_chief=layout.is_chief,
+        worker_index=layout.task.task_index if layout.task else 0, log=print)
+    restored = checkpoints.restore()
+    if restored:
+      print(f'Resumed from {restored} at step {int(trainer.step.numpy())}',
+            flush=True)
+  if int(trainer.step.numpy()) >= FLAGS.steps:
+    print(f'Nothing to train: already at step {int(trainer.step.numpy())} of '
+          f'{FLAGS.steps}')
+    return
 
   writer = tf.summary.create_file_writer(FLAGS.logdir) if FLAGS.logdir else None
   last = {'step': 0, 'time': time.perf_counter()}
@@ -71,7 +107,9 @@ def main(argv):
       last.update(step=step, time=now)
 
   result = trainer.fit(x, y, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-                       log_every=FLAGS.log_every, on_log=on_log)
+                       log_every=FLAGS.log_every, on_log=on_log,
+                       checkpoint_every=FLAGS.checkpoint_every if checkpoints else None,
+                       on_checkpoint=checkpoints.save if checkpoints else None)
   if writer:
     writer.flush()
   print(f'Done: {result.steps} steps, final loss {result.final_loss:.6g}, '

@@ -1,6 +1,7 @@
 """tf_mp: the model-parallel example of the source document, in TensorFlow 2."""
 
 from tf_mp.adam import Adam
+from tf_mp.checkpoints import TrainingCheckpoints
 from tf_mp.data import batch_indices, check_arrays, load_npz, synthetic_data
 from tf_mp.dense import Dense
 from tf_mp.devices import (available_devices, canonical_device,
@@ -15,6 +16,8 @@ from tf_mp.pipeline_report import (BalanceReport, DeviceTimeReport,
                                      balance_report, device_time_report,
                                      pipeline_placement)
 from tf_mp.sub_models import SubModel, sub_model_1, sub_model_2, sub_model_3
+from tf_mp.strategies import (STRATEGIES, StrategyLayout, create_strategy,
+                               parse_device_groups, parse_tf_config)
 from tf_mp.tf1_checkpoint import load_tf1_checkpoint, save_tf1_checkpoint
 from tf_mp.trainer import Trainer, TrainResult, sparse_softmax_loss
 
@@ -27,7 +30,8 @@ __all__ = [
     'build_model', 'canonical_device', 'check_arrays', 'check_export_dir', 'ensure_logical_cpus',
     'export_saved_model', 'load_npz', 'placement_report', 'resolve_devices',
     'sparse_softmax_loss', 'sub_model_1', 'sub_model_2', 'sub_model_3',
-    'synthetic_data',
+    'synthetic_data', 'STRATEGIES', 'StrategyLayout', 'TrainingCheckpoints',
+    'create_strategy', 'parse_device_groups', 'parse_tf_config',
     'BalanceReport', 'DeviceTimeReport', 'Pipeline', 'PipelineConfig',
     'PipelineStage', 'balance_report', 'build_pipeline', 'device_time_report',
     'pipeline_placement', 'pipeline_stage'

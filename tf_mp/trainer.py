@@ -12,6 +12,7 @@ from tf_mp.adam import Adam
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.dense import device_scope
 from tf_mp.errors import TfMpError, TrainingDivergedError
+from tf_mp.strategies import COLLECTIVE_FAILURES, WorkerLostError
 
 
 def sparse_softmax_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -223,8 +224,11 @@ class Trainer:
       if checkpoint_every:
         end = min(end, (current // checkpoint_every + 1) * checkpoint_every)
       if self.strategy:
-        losses = self._run_steps(iterator, tf.constant(end - current, tf.int64),
-                                 batch_size).numpy()
+        try:
+          losses = self._run_steps(iterator, tf.constant(end - current, tf.int64),
+                                   batch_size).numpy()
+        except COLLECTIVE_FAILURES as e:
+          raise WorkerLostError(current, self.strategy.collective_timeout, e) from None
       else:
         losses = self._run_steps(x, y, tf.constant(current, tf.int64),
                                  tf.constant(end - current, tf.int64),
