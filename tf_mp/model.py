@@ -8,6 +8,7 @@ import tensorflow as tf
 from tf_mp.dense import Dense, device_scope
 from tf_mp.devices import DeviceSpec, resolve_devices
 from tf_mp.errors import TfMpError
+from tf_mp.ops import concat as concat_ops
 from tf_mp.sub_models import SubModel, check_features
 
 
@@ -28,7 +29,11 @@ class ModelConfig:
       differ (uneven splits).
     num_classes: logits of the head (labels are integers in [0, num_classes)).
     seed: seeds the Glorot-uniform kernels (biases start at zero).
-    concat: how the sub-model outputs are joined: 'tf' (`tf.concat`).
+    concat: how the sub-model outputs are joined: 'tf' (`tf.concat`),
+      'custom' (the TfMpConcat op of `tf_mp/ops`, which must be built: `make
+      ops`), or 'auto' (`tf_mp.fused_concat`: the op when it is usable, else
+      `tf.concat` after one warning; `TF_MP_CUSTOM_OPS` decides). All three
+      give bit-for-bit the same outputs and gradients.
   """
   input_units: int = 128
   sub_models: Tuple[SubModelConfig, ...] = (SubModelConfig(),) * 3
@@ -71,7 +76,7 @@ class ConcatModel(tf.Module):
 
   def concat(self, outputs: Sequence[tf.Tensor]) -> tf.Tensor:
     """Joins the sub-model outputs on the last axis (`config.concat` path)."""
-    return tf.concat(list(outputs), axis=-1)
+    return concat_ops.concat_last_axis(list(outputs), self.config.concat)
 
   def __call__(self, inputs) -> tf.Tensor:
     check_features(inputs, self.config.input_units, 'model')
@@ -84,7 +89,8 @@ class ConcatModel(tf.Module):
 def build_model(devices: DeviceSpec = None,
                 config: Optional[ModelConfig] = None,
                 *,
-                output_device: Optional[str] = None) -> ConcatModel:
+                output_device: Optional[str] = None,
+                concat: Optional[str] = None) -> ConcatModel:
   """Builds the document's model with each sub-model on its own device.
 
   Args:
@@ -94,18 +100,26 @@ def build_model(devices: DeviceSpec = None,
     config: a `ModelConfig`; the README's defaults when None.
     output_device: where the concat and the head run; default the first
       sub-model's device.
+    concat: 'auto', 'custom' or 'tf', overriding `config.concat` (see
+      `ModelConfig`).
 
   Returns:
     A `ConcatModel` mapping `[batch, 128]` float32 to logits `[batch, 10]`.
 
   Raises:
-    TfMpError: a device does not exist, or the config is invalid.
+    TfMpError: a device does not exist, the config is invalid, or concat is
+      'custom' and the custom op is not usable.
   """
   config = config or ModelConfig()
+  if concat is not None:
+    config = dataclasses.replace(config, concat=concat)
   if not config.sub_models:
     raise TfMpError('config.sub_models is empty; expected at least one sub-model')
-  if config.concat != 'tf':
-    raise TfMpError(f'concat {config.concat!r} is not available; expected "tf"')
+  if config.concat not in concat_ops.PATHS:
+    raise TfMpError(f'concat {config.concat!r} is not one of "auto", "custom", '
+                    '"tf"')
+  if config.concat == 'custom':
+    concat_ops.require_custom_concat()  # fail now, not in the first step
   placed = resolve_devices(devices, len(config.sub_models))
   sub_models = [
       SubModel(placed[k], input_units=config.input_units,

@@ -42,8 +42,18 @@ class PartPlacement:
 
 @dataclasses.dataclass
 class PlacementReport:
-  """`placement_report`'s result; `str()` gives the printed table."""
+  """`placement_report`'s result; `str()` gives the printed table.
+
+  Attributes:
+    parts: one `PartPlacement` per sub-model and the head.
+    concat_op: the op type that joined the sub-model outputs in the traced
+      step: 'TfMpConcat' (the custom op of `tf_mp/ops`) or 'ConcatV2'
+      (`tf.concat`); None when no concat was found.
+    concat_devices: the devices of that op.
+  """
   parts: List[PartPlacement]
+  concat_op: Optional[str] = None
+  concat_devices: List[str] = dataclasses.field(default_factory=list)
 
   def __getitem__(self, name: str) -> PartPlacement:
     for part in self.parts:
@@ -61,7 +71,14 @@ class PlacementReport:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
              for r in rows]
+    if self.concat_op:
+      kind = _CONCAT_KINDS.get(self.concat_op, self.concat_op)
+      on = ','.join(map(_short, self.concat_devices)) or '-'
+      lines.append(f'concat: {self.concat_op} ({kind}) on {on}')
     return 'Placement\n' + '\n'.join(lines)
+
+
+_CONCAT_KINDS = {'TfMpConcat': 'custom op', 'ConcatV2': 'tf.concat'}
 
 
 def _device_key(device: str):
@@ -107,4 +124,13 @@ def placement_report(model, trainer: Optional[Trainer] = None) -> PlacementRepor
             op_devices=sorted({op.device for op in ops}),
             parameters=int(sum(np.prod(v.shape) for v in variables)),
             bytes=int(sum(np.prod(v.shape) * v.dtype.size for v in variables))))
-  return PlacementReport(parts)
+  # The model joins its sub-model outputs under the name scope 'concat'.
+  concats = [op for op in graph.get_operations()
+             if op.type in _CONCAT_KINDS and 'concat/' in op.name]
+  concat_op = None
+  if concats:
+    concat_op = ('TfMpConcat' if any(op.type == 'TfMpConcat' for op in concats)
+                 else 'ConcatV2')
+  return PlacementReport(
+      parts, concat_op,
+      sorted({op.device for op in concats if op.type == concat_op}))
