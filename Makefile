@@ -1,12 +1,15 @@
 # Two commands, each setting itself up on a fresh machine with Python 3.11:
 #   make tutorial   the document's 10000-step program, placed on three devices
-#   make test       the whole test suite
+#   make test       the whole test suite (builds the custom op first)
+#   make ops        the optional custom concat op (CUDA kernel when nvcc is
+#                   found; `make ops CUDA=no` for the CPU kernel alone)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+CUDA ?= auto
 
-.PHONY: tutorial test bench
+.PHONY: tutorial test bench ops
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +20,10 @@ $(STAMP): setup.py
 tutorial: $(STAMP)
 	$(PY) examples/tutorial.py
 
-test: $(STAMP)
+ops: $(STAMP)
+	$(PY) tools/build_ops.py --cuda=$(CUDA)
+
+test: $(STAMP) ops
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
