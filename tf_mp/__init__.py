@@ -20,6 +20,8 @@ from tf_mp.strategies import (STRATEGIES, StrategyLayout, create_strategy,
                                parse_device_groups, parse_tf_config)
 from tf_mp.tf1_checkpoint import load_tf1_checkpoint, save_tf1_checkpoint
 from tf_mp.trainer import Trainer, TrainResult, sparse_softmax_loss
+from tf_mp import lm
+from tf_mp.lm import LMConfig, LMTrainer, TinyLM, build_lm
 
 __version__ = '0.1.0'
 
@@ -34,5 +36,6 @@ __all__ = [
     'create_strategy', 'parse_device_groups', 'parse_tf_config',
     'BalanceReport', 'DeviceTimeReport', 'Pipeline', 'PipelineConfig',
     'PipelineStage', 'balance_report', 'build_pipeline', 'device_time_report',
-    'pipeline_placement', 'pipeline_stage'
+    'pipeline_placement', 'pipeline_stage', 'lm', 'LMConfig', 'LMTrainer',
+    'TinyLM', 'build_lm'
 ]

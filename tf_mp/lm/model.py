@@ -1,0 +1,137 @@
+"""The tiny language model: embedding, tensor-parallel blocks, head; and `build_lm`."""
+
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tf_mp.dense import Dense, device_scope
+from tf_mp.devices import DeviceSpec, resolve_devices
+from tf_mp.errors import TfMpError
+from tf_mp.lm.config import LMConfig, check_tensor_parallel
+from tf_mp.lm.layers import Block, Embedding, LayerNorm, Shards
+
+
+class TinyLM(tf.Module):
+  """A character-level decoder-only transformer split over T devices.
+
+  Shapes: ids int32 `[batch, time]` (time <= `config.context`) -> logits
+  float32 `[batch, time, vocab_size]`; position t sees positions <= t only.
+  Devices: each block's attention heads and MLP columns are split over
+  `devices` (T of them); the embedding, residual stream, layer norms, head and
+  loss live on `output_device` (`devices[0]` unless given).
+  Variable names: `tiny_lm/embedding/{tokens,positions}`,
+  `tiny_lm/block_i/attention/shard_k/{query,key,value,output}/kernel`,
+  `tiny_lm/block_i/mlp/shard_k/{hidden/kernel,hidden/bias,output/kernel}`,
+  `.../output_bias`, `.../{attention_norm,mlp_norm}/{scale,offset}`,
+  `tiny_lm/final_norm/...`, `tiny_lm/head/{kernel,bias}`.
+  """
+
+  def __init__(self, config: LMConfig, devices: List[Optional[str]],
+               output_device: Optional[str], name: str = 'tiny_lm'):
+    super().__init__(name=name)
+    self.config = config
+    self.devices = list(devices)
+    self.output_device = output_device
+    with self.name_scope:
+      self.embedding = Embedding(config.vocab_size, config.context, config.d_model,
+                                 device=output_device, seed=config.seed,
+                                 name='embedding')
+      self.blocks = [
+          Block(config.d_model, config.num_heads, config.mlp_units, self.devices,
+                output_device=output_device, seed=config.seed, name=f'block_{i}')
+          for i in range(config.num_blocks)
+      ]
+      self.final_norm = LayerNorm(config.d_model, device=output_device,
+                                  name='final_norm')
+      self.head = Dense(config.d_model, config.vocab_size, device=output_device,
+                        seed=config.seed, name='head')
+
+  @property
+  def tensor_parallel(self) -> int:
+    return len(self.devices)
+
+  def shards(self) -> List[Shards]:
+    """Every weight, by its unsplit name, with its slices and the split axis."""
+    parts = self.embedding.shards('embedding/')
+    for i, block in enumerate(self.blocks):
+      parts += block.shards(f'block_{i}/')
+    parts += self.final_norm.shards('final_norm/')
+    parts += [Shards('head/kernel', [self.head.kernel], None),
+              Shards('head/bias', [self.head.bias], None)]
+    return parts
+
+  def full_weights(self) -> Dict[str, np.ndarray]:
+    """The weights as the unsplit model (T = 1) would hold them, by name."""
+    weights = {}
+    for part in self.shards():
+      values = [v.numpy() for v in part.variables]
+      weights[part.name] = (values[0] if part.axis is None else
+                            np.concatenate(values, axis=part.axis))
+    return weights
+
+  def assign_full_weights(self, weights: Dict[str, np.ndarray]) -> None:
+    """Sets every weight from unsplit values (e.g. another T's `full_weights()`).
+
+    Raises:
+      TfMpError: a name is missing or a shape differs.
+    """
+    for part in self.shards():
+      if part.name not in weights:
+        raise TfMpError(f'weights have no {part.name!r}; expected every name of '
+                        'TinyLM.full_weights()')
+      value = np.asarray(weights[part.name], np.float32)
+      if list(value.shape) != part.full_shape:
+        raise TfMpError(f'weight {part.name!r} has shape {list(value.shape)}; '
+                        f'expected {part.full_shape}')
+      pieces = ([value] if part.axis is None else
+                np.split(value, len(part.variables), axis=part.axis))
+      for variable, piece in zip(part.variables, pieces):
+        variable.assign(piece)
+
+  def __call__(self, ids) -> tf.Tensor:
+    x = self.embedding(ids)
+    for block in self.blocks:
+      x = block(x)
+    with device_scope(self.output_device):
+      return self.head(self.final_norm(x))
+
+
+def build_lm(config: Optional[LMConfig] = None,
+             devices: DeviceSpec = 'auto',
+             *,
+             tensor_parallel: Optional[int] = None,
+             output_device: Optional[str] = None) -> TinyLM:
+  """Builds the tiny language model split over T devices.
+
+  Args:
+    config: an `LMConfig` (its `vocab_size` must match the vocabulary).
+    devices: the T devices (`'cpu:0,cpu:1,cpu:2'`, a list; fewer are used
+      round-robin), `'auto'` (the GPUs, else T logical CPUs), or None (no
+      placement; the shards still exist).
+    tensor_parallel: T; by default `default_tensor_parallel(config)` (3, 2 or
+      4, the first dividing `num_heads` and `mlp_units`), or the number of
+      devices listed when `devices` is a list or comma-separated string.
+    output_device: where the embedding, residual stream and head live; default
+      the first device.
+
+  Returns:
+    A `TinyLM`.
+
+  Raises:
+    TfMpError: a size is invalid, `num_heads` or `mlp_units` is not divisible
+      by T, or a device does not exist.
+  """
+  config = config or LMConfig()
+  config.check()
+  if tensor_parallel is None and devices is not None and not (
+      isinstance(devices, str) and devices.strip().lower() == 'auto'):
+    listed = devices.split(',') if isinstance(devices, str) else list(devices)
+    tensor_parallel = len(listed)
+  t = check_tensor_parallel(config, tensor_parallel)
+  placed = resolve_devices(devices, t)
+  if output_device is not None:
+    output_device = resolve_devices([output_device], 1)[0]
+  else:
+    output_device = placed[0]
+  return TinyLM(config, placed, output_device)

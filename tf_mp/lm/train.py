@@ -1,0 +1,205 @@
+"""Training, evaluation, sampling and checkpoints for the tiny language model.
+
+Training reuses `tf_mp.Trainer` (TF1-exact Adam, `tf.gradients` so each
+shard's backward ops run on the shard's device, many steps per `tf.function`
+call): `LMTrainer` only changes what a batch is. Features are int32 windows
+`[n, time]` of character ids and labels the same windows shifted by one; the
+loss is the mean sparse softmax cross-entropy over every position, in nats.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tf_mp.checkpoints import TrainingCheckpoints
+from tf_mp.errors import TfMpError
+from tf_mp.lm.model import TinyLM
+from tf_mp.lm.text import CharVocab
+from tf_mp.trainer import Trainer
+
+
+class LMTrainer(Trainer):
+  """`tf_mp.Trainer` for a `TinyLM`: batches are windows of character ids.
+
+  `fit(x, y, steps=...)` takes `x`, `y` int32 `[n, time]` (from
+  `tf_mp.lm.prepare_corpus`); step s uses windows
+  `tf_mp.batch_indices(s, batch_size, n)`, so resuming at step s sees what an
+  uninterrupted run would.
+  """
+
+  def __init__(self, model: TinyLM, learning_rate: float = 0.001, **kwargs):
+    super().__init__(model, learning_rate, **kwargs)
+    self._eval_loss = tf.function(self._eval_loss_fn)
+
+  @property
+  def input_units(self) -> int:
+    return self.model.config.context
+
+  @property
+  def num_classes(self) -> int:
+    return self.model.config.vocab_size
+
+  def check_data(self, features, labels, source: str):
+    """Checks id windows: int `[n, time]`, time <= context, ids in the vocabulary.
+
+    Raises:
+      TfMpError: naming `source` and the offending shape or value.
+    """
+    x, y = np.asarray(features), np.asarray(labels)
+    context, vocab = self.model.config.context, self.model.config.vocab_size
+    if x.ndim != 2 or not 1 <= x.shape[1] <= context or x.shape[0] < 1:
+      raise TfMpError(f'{source}: windows have shape {list(x.shape)}; expected '
+                      f'[n, time] with n >= 1 and 1 <= time <= context {context}')
+    if y.shape != x.shape:
+      raise TfMpError(f'{source}: targets have shape {list(y.shape)}; expected '
+                      f'{list(x.shape)} like the inputs')
+    for name, a in (('inputs', x), ('targets', y)):
+      if not np.issubdtype(a.dtype, np.integer):
+        raise TfMpError(f'{source}: {name} have dtype {a.dtype}; expected integer ids')
+      if a.min() < 0 or a.max() >= vocab:
+        bad = a.min() if a.min() < 0 else a.max()
+        raise TfMpError(f'{source}: {name} contain id {bad}; expected ids in '
+                        f'[0, {vocab})')
+    return x.astype(np.int32, copy=False), y.astype(np.int32, copy=False)
+
+  def train_step(self, features, labels) -> tf.Tensor:
+    """One Adam step on id windows `[batch, time]`; returns the loss before it."""
+    if not tf.is_symbolic_tensor(features) and not tf.is_symbolic_tensor(labels):
+      features, labels = self.check_data(features, labels, 'train_step')
+    return self._train_step(tf.convert_to_tensor(features, tf.int32),
+                            tf.convert_to_tensor(labels, tf.int32))
+
+  def traced_step_graph(self) -> tf.Graph:
+    spec = tf.TensorSpec([None, None], tf.int32)
+    return self._train_step.get_concrete_function(spec, spec).graph
+
+  def _eval_loss_fn(self, x, y):
+    return self.compute_loss(x, y)
+
+  def evaluate(self, x, y, batch_size: int = 32) -> float:
+    """Mean cross-entropy (nats per character) over all windows of `x`, `y`."""
+    x, y = self.check_data(x, y, 'validation data')
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+      xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+      total += float(self._eval_loss(tf.constant(xb), tf.constant(yb))) * len(xb)
+    return total / len(x)
+
+
+def generate(model: TinyLM, vocab: CharVocab, prompt: str, length: int,
+             *, temperature: float = 1.0, seed: int = 0) -> str:
+  """Samples `length` characters that follow `prompt`.
+
+  The model reads at most the last `context` characters. Each step feeds a
+  fixed `[1, context]` window (padded on the right, which the causal mask
+  makes invisible) so one traced function serves every step.
+
+  Args:
+    model: a trained `TinyLM`.
+    vocab: the vocabulary it was trained with.
+    prompt: non-empty text made of vocabulary characters.
+    length: characters to generate (>= 1).
+    temperature: > 0 samples from softmax(logits / temperature); 0 takes the
+      most likely character.
+    seed: seeds the sampling.
+
+  Returns:
+    The `length` generated characters (without the prompt).
+
+  Raises:
+    TfMpError: an empty prompt, a prompt character outside the vocabulary, a
+      negative temperature or a non-positive length.
+  """
+  if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+    raise TfMpError(f'sample length must be a positive integer, got {length!r}')
+  if not temperature >= 0:
+    raise TfMpError(f'temperature must be >= 0, got {temperature!r}')
+  if not prompt:
+    raise TfMpError('prompt is empty; expected at least one character')
+  if vocab.size != model.config.vocab_size:
+    raise TfMpError(f'vocabulary has {vocab.size} characters but the model has '
+                    f'{model.config.vocab_size} logits')
+  ids = list(vocab.encode(prompt, 'prompt'))
+  context = model.config.context
+  step = _next_logits_fn(model)
+  rng = np.random.default_rng(seed)
+  out = []
+  for _ in range(length):
+    window = ids[-context:]
+    padded = np.zeros([1, context], np.int32)
+    padded[0, :len(window)] = window
+    logits = step(tf.constant(padded), tf.constant(len(window) - 1)).numpy()
+    if temperature == 0:
+      choice = int(np.argmax(logits))
+    else:
+      z = logits.astype(np.float64) / temperature
+      p = np.exp(z - z.max())
+      choice = int(rng.choice(len(p), p=p / p.sum()))
+    ids.append(choice)
+    out.append(choice)
+  return vocab.decode(out)
+
+
+def _next_logits_fn(model: TinyLM):
+  fn = getattr(model, '_next_logits', None)
+  if fn is None:
+    @tf.function(input_signature=[tf.TensorSpec([1, None], tf.int32),
+                                  tf.TensorSpec([], tf.int32)])
+    def fn(ids, position):
+      return model(ids)[0, position]
+    model._next_logits = fn  # pylint: disable=protected-access
+  return fn
+
+
+RUN_FILE = 'tiny_lm.json'
+
+
+class LMCheckpoints:
+  """Checkpoints and resume for an `LMTrainer`: `tf_mp.TrainingCheckpoints` plus the run's identity.
+
+  `tf_mp.TrainingCheckpoints` (a `tf.train.CheckpointManager`) saves the
+  model's variables (each shard is restored onto the device it is built on),
+  Adam's slots and beta powers, and the step counter. `tiny_lm.json` beside
+  the checkpoints records the config, T and the vocabulary, so a resume with
+  another text or another size is refused instead of mixing weights (a
+  character's id depends on the text's vocabulary).
+  """
+
+  def __init__(self, directory: str, trainer: LMTrainer, vocab: CharVocab,
+               max_to_keep: int = 3):
+    self.directory = directory
+    self.trainer = trainer
+    model = trainer.model
+    self.run = {'config': dataclasses.asdict(model.config),
+                'tensor_parallel': model.tensor_parallel, 'vocab': vocab.chars}
+    self.checkpoints = TrainingCheckpoints(directory, trainer,
+                                           max_to_keep=max_to_keep)
+
+  def restore_or_initialize(self) -> int:
+    """Restores the latest readable checkpoint if any; returns the step it resumes at.
+
+    Raises:
+      TfMpError: the directory holds a run with another config, T or
+        vocabulary, or its checkpoints do not fit the model.
+    """
+    path = os.path.join(self.directory, RUN_FILE)
+    if os.path.exists(path):
+      with open(path, encoding='utf-8') as f:
+        saved = json.load(f)
+      for key in ('config', 'tensor_parallel', 'vocab'):
+        if saved.get(key) != self.run[key]:
+          raise TfMpError(f'{self.directory!r} holds a run with {key} '
+                          f'{saved.get(key)!r}; this run has {self.run[key]!r} '
+                          '(use another --logdir or the same settings)')
+    self.checkpoints.restore()
+    return int(self.trainer.step.numpy())
+
+  def save(self) -> str:
+    """Writes `tiny_lm.json` and a checkpoint at the trainer's step; returns its path."""
+    with open(os.path.join(self.directory, RUN_FILE), 'w', encoding='utf-8') as f:
+      json.dump(self.run, f)
+    return self.checkpoints.save()
