@@ -9,6 +9,7 @@ from tf_mp.devices import (available_devices, canonical_device,
 from tf_mp.errors import TfMpError, TrainingDivergedError
 from tf_mp.export import check_export_dir, export_saved_model
 from tf_mp.model import ConcatModel, ModelConfig, SubModelConfig, build_model
+from tf_mp.ops import custom_concat_available, fused_concat
 from tf_mp.placement import PlacementReport, placement_report
 from tf_mp.pipeline import (Pipeline, PipelineConfig, PipelineStage,
                               build_pipeline, pipeline_stage)
@@ -37,5 +38,5 @@ __all__ = [
     'BalanceReport', 'DeviceTimeReport', 'Pipeline', 'PipelineConfig',
     'PipelineStage', 'balance_report', 'build_pipeline', 'device_time_report',
     'pipeline_placement', 'pipeline_stage', 'lm', 'LMConfig', 'LMTrainer',
-    'TinyLM', 'build_lm'
+    'TinyLM', 'build_lm', 'custom_concat_available', 'fused_concat'
 ]

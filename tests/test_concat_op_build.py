@@ -1,0 +1,144 @@
+"""The TfMpConcat build: what `make ops` records, the GPU library, the GPU check.
+
+Without a GPU (as on the development machine) the CUDA part is compiled and
+linked and the GPU library is loaded and run on the CPU; with a GPU visible to
+TensorFlow the CUDA kernel also runs through TensorFlow.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+from unittest import mock
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework import kernels
+
+from tf_mp.ops import build as build_lib
+from tf_mp.ops import concat as concat_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAS_NVCC = build_lib.find_nvcc() is not None
+HAS_GPU = bool(tf.config.list_physical_devices('GPU'))
+
+
+def setUpModule():
+  build_lib.build()
+
+
+def run_python(code, timeout=120):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', TF_MP_CUSTOM_OPS='1')
+  return subprocess.run([sys.executable, '-c', code], capture_output=True,
+                        text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+class BuildInfoTest(tf.test.TestCase):
+
+  def test_records_the_running_tensorflow_and_loads_from_beside_the_module(self):
+    info = build_lib.read_build_info()
+    self.assertEqual(info['tf_version'], tf.__version__)
+    self.assertEqual(info['tf_git_version'], tf.version.GIT_VERSION)
+    self.assertNotIn('-std=c++11', ' '.join(info['compile_flags']))
+    with mock.patch.dict(os.environ, {concat_lib.ENV_VAR: 'auto'}):
+      self.assertTrue(concat_lib.custom_concat_available())
+    path = concat_lib.loaded_library()
+    self.assertTrue(os.path.isabs(path))
+    self.assertEqual(os.path.dirname(path), build_lib.OPS_DIR)
+    devices = {k.device_type for k in
+               kernels.get_registered_kernels_for_op('TfMpConcat').kernel}
+    self.assertIn('CPU', devices)
+
+  def test_a_second_build_is_up_to_date(self):
+    self.assertTrue(build_lib.build().up_to_date)
+
+  def test_bad_cuda_choice(self):
+    with self.assertRaisesRegex(build_lib.TfMpError, "cuda='maybe'"):
+      build_lib.build(cuda='maybe')
+
+
+class GpuBuildTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    if not HAS_NVCC:
+      self.skipTest('nvcc not found: the CUDA kernel is not built here')
+
+  def test_gpu_library_registers_a_gpu_kernel_and_runs_on_cpu(self):
+    info = build_lib.read_build_info()
+    self.assertEqual(info['gpu_library'], build_lib.GPU_LIBRARY)
+    self.assertIn('arch=compute_90,code=sm_90', info['gencodes'])
+    self.assertIn('arch=compute_80,code=sm_80', info['gencodes'])
+    path = os.path.join(build_lib.OPS_DIR, build_lib.GPU_LIBRARY)
+    # A separate process: TensorFlow cannot load a second library that
+    # registers the same op.
+    proc = run_python(f'''
+import numpy as np, tensorflow as tf
+from tensorflow.python.framework import kernels
+op = tf.load_op_library({path!r})
+registered = kernels.get_registered_kernels_for_op('TfMpConcat').kernel
+print(sorted({{(k.device_type, k.constraint[0].allowed_values.list.type[0])
+               for k in registered}}))
+a, b = tf.random.normal([300, 7]), tf.random.normal([300, 0])
+c = tf.random.normal([300, 1000])
+with tf.device('cpu:0'):
+  same = np.array_equal(op.tf_mp_concat([a, b, c]), tf.concat([a, b, c], -1))
+print('equal' if same else 'DIFFERENT')
+''')
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    lines = proc.stdout.splitlines()
+    # float, double, half, bfloat16 on each device.
+    self.assertEqual(lines[0], str(sorted(
+        (device, dtype) for device in ('CPU', 'GPU') for dtype in (1, 2, 19, 14))))
+    self.assertEqual(lines[1], 'equal')
+
+  def test_gpu_check_compiles_links_and_reports_a_missing_gpu(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      proc = subprocess.run(
+          [sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'),
+           '--build_dir', tmp], capture_output=True, text=True, timeout=300,
+          cwd=ROOT)
+      self.assertTrue(os.path.exists(os.path.join(tmp,
+                                                  'libconcat_gpu_check.so')),
+                      proc.stderr)
+    if HAS_GPU:
+      self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+      self.assertIn('all equal', proc.stdout)
+    else:
+      self.assertEqual(proc.returncode, 2, proc.stdout + proc.stderr)
+      self.assertRegex(proc.stderr.strip(),
+                       r'^gpu_check: no usable CUDA GPU: cudaGetDeviceCount '
+                       r'says ".+" \(this check needs an NVIDIA GPU and a '
+                       r'driver for CUDA \d+\.\d+ or newer\)$')
+      self.assertNotIn('Traceback', proc.stderr)
+
+
+class GpuKernelTest(parameterized.TestCase, tf.test.TestCase):
+  """The CUDA kernel through TensorFlow; runs only where a GPU is visible."""
+
+  def setUp(self):
+    super().setUp()
+    if not HAS_GPU:
+      self.skipTest('no GPU visible to TensorFlow')
+
+  @parameterized.product(
+      dtype=(tf.float32, tf.float16, tf.bfloat16, tf.float64),
+      widths=((64, 64, 64), (1, 13, 2, 0, 5), (3,) * 40, (1024, 1024)))
+  def test_gpu_bit_for_bit(self, dtype, widths):
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    rng = np.random.default_rng(seed)
+    with mock.patch.dict(os.environ, {concat_lib.ENV_VAR: '1'}):
+      with tf.device('gpu:0'):
+        values = [tf.cast(rng.normal(size=(129, w)), dtype) for w in widths]
+        got = concat_lib.fused_concat(values)
+        want = tf.concat(values, -1)
+    self.assertIn('GPU', got.device)
+    self.assertEndsWith(concat_lib.loaded_library(), build_lib.GPU_LIBRARY)
+    bits = {2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[dtype.size]
+    self.assertAllEqual(tf.bitcast(got, bits), tf.bitcast(want, bits),
+                        msg=f'seed {seed}')
+
+
+if __name__ == '__main__':
+  tf.test.main()
