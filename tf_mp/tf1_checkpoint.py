@@ -12,6 +12,7 @@ Loading is all or nothing: every name, shape and dtype is checked and every
 value is read before the first variable is assigned.
 """
 
+import json
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -194,6 +195,22 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
   return sorted(values)
 
 
+def _write_checkpoint_state(prefix: str) -> None:
+  """Writes the `checkpoint` file a Saver keeps beside its checkpoints.
+
+  It is a text `CheckpointState` proto naming the latest prefix, so that
+  `tf.train.latest_checkpoint(directory)` finds it (TensorFlow's own writer,
+  `update_checkpoint_state`, is deprecated).
+  """
+  quoted = json.dumps(prefix, ensure_ascii=False)  # text-proto string escaping.
+  state = (f'model_checkpoint_path: {quoted}\n'
+           f'all_model_checkpoint_paths: {quoted}\n')
+  path = os.path.join(os.path.dirname(prefix), 'checkpoint')
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write(state)
+  os.replace(path + '.tmp', path)
+
+
 def save_tf1_checkpoint(model: tf.Module, path, trainer=None) -> str:
   """Writes `model` (and `trainer`'s Adam state) as a TF1 `Saver` checkpoint.
 
@@ -232,7 +249,7 @@ def save_tf1_checkpoint(model: tf.Module, path, trainer=None) -> str:
       tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
                         shape_and_slices=[''] * len(names),
                         tensors=[named[n].read_value() for n in names])
-    tf.compat.v1.train.update_checkpoint_state(os.path.dirname(prefix), prefix)
+    _write_checkpoint_state(prefix)
   except (tf.errors.OpError, OSError) as e:
     raise TfMpError(f'cannot write TF1 checkpoint {path!r} '
                     f'({type(e).__name__}: {_first_line(e)})') from None

@@ -1,0 +1,124 @@
+"""Measures how far tf_mp is from the document's program run as TF1 code.
+
+For each of --runs fresh random data sets, runs `tests/reference/tf1_program.py`
+once (a subprocess) and compares the port, loaded from that program's initial
+checkpoint with `tf_mp.load_tf1_checkpoint`, against it: forward logits,
+per-variable gradients, one Adam step, and per-step losses over --steps Adam
+steps (see `tests/reference/tf1_oracle.py`). Prints the largest difference of
+each check over all runs beside its tolerance, the same for ports that deviate
+on purpose (Keras' epsilon 1e-7, learning rate 0.0011, concat order reversed),
+and where each sub-model's ops run in both programs.
+
+  python tools/oracle_report.py            # 3 runs, 200 steps
+  python tools/oracle_report.py --runs 1 --no_deviations
+"""
+
+import os
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, 'tests', 'reference'))
+
+import tf_mp  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tf1_oracle  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer('runs', 3, 'Fresh random data sets (one TF1 run each).')
+flags.DEFINE_integer('steps', 200, 'Adam steps whose losses are compared.')
+flags.DEFINE_integer('examples', 1024, 'Rows of each random data set.')
+flags.DEFINE_integer('seed', None, 'Seed of the first data set (default: random); '
+                     'run r uses seed + r.')
+flags.DEFINE_bool('deviations', True, 'Also measure the deliberately wrong ports.')
+
+_CHECKS = {
+    'forward': 'forward logits, max abs diff',
+    'gradients': 'gradients, max rel diff (worst variable)',
+    'one_step': 'one Adam step update, max rel diff',
+    'loss_0_10': 'loss drift, steps 0-10, max rel',
+    'loss_0_99': 'loss drift, steps 0-99, max rel',
+    'loss_all': 'loss drift, all steps, max rel',
+}
+
+
+def _table(rows) -> str:
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                   for r in rows)
+
+
+def _indices(counts: dict) -> str:
+  return ','.join(f'cpu:{i} ({n})' for i, n in sorted(counts.items())) or '-'
+
+
+def main(argv):
+  del argv
+  for name, value in (('runs', FLAGS.runs), ('steps', FLAGS.steps),
+                      ('examples', FLAGS.examples)):
+    if value < 1:
+      raise tf_mp.TfMpError(f'--{name} must be >= 1, got {value}')
+  tf_mp.ensure_logical_cpus(3)
+  # Every comparison builds a fresh port, so TensorFlow warns about retracing.
+  tf.get_logger().setLevel('ERROR')
+  seed = FLAGS.seed
+  if seed is None:
+    seed = int(np.random.SeedSequence().entropy % (2**31))
+  ports = {'port': tf1_oracle.make_port}
+  if FLAGS.deviations:
+    ports.update({name: port for name, (port, _) in tf1_oracle.DEVIATIONS.items()})
+  worst = {name: dict.fromkeys(_CHECKS, 0.0) for name in ports}
+  reference = None
+  with tempfile.TemporaryDirectory() as work_dir:
+    for run in range(FLAGS.runs):
+      x, y = tf1_oracle.random_data(seed + run, FLAGS.examples)
+      reference = tf1_oracle.run_tf1_program(os.path.join(work_dir, str(run)),
+                                             x, y, steps=FLAGS.steps)
+      for name, port in ports.items():
+        measured = tf1_oracle.compare(reference, port).max_differences()
+        for check, value in measured.items():
+          worst[name][check] = max(worst[name][check], value)
+      print(f'run {run + 1}/{FLAGS.runs} (data seed {seed + run}) done', flush=True)
+
+  print(f'\nTF1 program vs tf_mp: {FLAGS.runs} runs, data seeds {seed}..'
+        f'{seed + FLAGS.runs - 1}, {FLAGS.examples} examples, batch 64, '
+        f'{FLAGS.steps} Adam steps, 3 logical CPUs; largest difference over the runs')
+  rows = [('check', 'tolerance', *ports)]
+  for check, label in _CHECKS.items():
+    rows.append((label, f'{tf1_oracle.TOLERANCES[check]:.0e}',
+                 *(f'{worst[name][check]:.2e}' +
+                   ('' if worst[name][check] <= tf1_oracle.TOLERANCES[check] else ' FAIL')
+                   for name in ports)))
+  print(_table(rows))
+
+  model, trainer = tf1_oracle.make_port()
+  report = tf_mp.placement_report(model, trainer)
+  rows = [('sub-model', 'TF1 forward (requested)', 'TF1 backward (placed at run time)',
+           'port forward+backward (requested devices)')]
+  for k in range(1, len(model.sub_models) + 1):
+    scope = f'sub_model_{k}'
+    port_counts = {}
+    for device in report[scope].op_devices:
+      index = int(device.rsplit(':', 1)[-1])
+      port_counts[index] = port_counts.get(index, 0) + 1
+    rows.append((scope, _indices(reference.tf1_device_indices(scope)),
+                 _indices(reference.tf1_device_indices(scope, placed=True,
+                                                       backward=True)),
+                 ', '.join(f'cpu:{i}' for i in sorted(port_counts))))
+  print('\nWhere each sub-model runs (op counts in parentheses)')
+  print(_table(rows))
+
+
+def run_main(argv):
+  try:
+    main(argv)
+  except tf_mp.TfMpError as e:
+    sys.exit(f'oracle_report.py: {e}')
+
+
+if __name__ == '__main__':
+  app.run(run_main)
