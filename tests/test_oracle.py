@@ -10,6 +10,7 @@ Tolerances are `tf1_oracle.TOLERANCES` (the issue's).
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -111,6 +112,28 @@ class OracleTest(parameterized.TestCase):
     for check in must_fail:
       self.assertIn(check, failures,
                     f'{name} passed {check}: {self.context(comparison)}')
+
+
+class BadFlagsTest(parameterized.TestCase):
+  """The oracle's programs turn a user's mistake into one line and exit status 1."""
+
+  @parameterized.named_parameters(
+      ('tf1_program_missing_data', tf1_oracle.PROGRAM,
+       ['--data', 'no_such_file.npz', '--steps', '1'],
+       "tf1_program.py: data file 'no_such_file.npz' does not exist"),
+      ('oracle_report_no_runs',
+       os.path.join(tf1_oracle.REPO_ROOT, 'tools', 'oracle_report.py'),
+       ['--runs', '0'], 'oracle_report.py: --runs must be >= 1, got 0'),
+  )
+  def test_one_line_error(self, program, args, message):
+    result = subprocess.run([sys.executable, program] + args,
+                            cwd=tempfile.gettempdir(),
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+                            capture_output=True, text=True, timeout=300,
+                            check=False)
+    self.assertEqual(result.returncode, 1, result.stderr[-2000:])
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertStartsWith(result.stderr.strip().splitlines()[-1], message)
 
 
 if __name__ == '__main__':

@@ -26,6 +26,7 @@ restores the initial values and trains as usual.
 import json
 import os
 import resource
+import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -36,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.data import batch_indices, load_npz, synthetic_data
+from tf_mp.errors import TfMpError
 
 tf1 = tf.compat.v1
 
@@ -191,5 +193,12 @@ def main(argv):
                 f)
 
 
+def run_main(argv):
+  try:
+    main(argv)
+  except TfMpError as e:
+    sys.exit(f'tf1_program.py: {e}')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(run_main)
