@@ -228,22 +228,21 @@ class ConcatCpuOp : public OpKernel {
     char* out = const_cast<char*>(output->tensor_data().data());
     const int64_t total = output->NumElements();
 
-    // Copying is memory-bound: a few threads saturate the memory bus, and
-    // below ~4096 elements a thread hand-off costs more than the copy.
-    const auto* workers = context->device()->tensorflow_cpu_worker_threads();
-    const int threads = static_cast<int>(
-        std::min<int64_t>(std::min(4, workers->num_threads), total / 4096));
+    // Below 4096 elements a thread hand-off costs more than the copy. Above,
+    // Shard (through Eigen's cost model) picks how many of the intra-op
+    // threads to use from a cost of about one cycle per byte copied, the
+    // same cost tf.concat's CPU kernel declares, so that both split a given
+    // output alike.
     auto copy = [&](int64_t start, int64_t end) {
       CopyRange(inputs, plan, element_bytes, out, start, end);
     };
-    if (threads <= 1) {
+    if (total < 4096) {
       copy(0, total);
-    } else {
-      // Cost per element, in Shard's units of roughly one cycle: a load and a
-      // store of element_bytes each.
-      tensorflow::Shard(threads, workers->workers, total, 2 * element_bytes,
-                        copy);
+      return;
     }
+    const auto* workers = context->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers->num_threads, workers->workers, total,
+                      element_bytes, copy);
   }
 };
 

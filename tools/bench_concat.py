@@ -1,0 +1,95 @@
+"""Throughput of the custom TfMpConcat op, tf.concat and a numpy copy, side by side.
+
+Three float32 inputs [rows, cols] each are joined on the last axis, from
+64x64 each (48 KiB out) to 4096x1024 each (48 MiB out), on the CPU. For each
+size the three contenders are timed in turn within each repeat, in rotating
+order (so machine noise hits all of them alike); a timing is the mean over enough calls to last
+--min_time seconds, and the table shows the median over --repeats timings.
+GB/s counts bytes read plus bytes written (2 x output bytes). The numpy column
+copies one contiguous array of the output's size (`np.copyto`): the memory
+bandwidth reference, not a concat. `custom/tf` is the ratio of throughputs.
+
+  make ops && python tools/bench_concat.py
+  python tools/bench_concat.py --repeats 5 --min_time 0.01
+"""
+
+import os
+import statistics
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from tf_mp.ops import concat as concat_lib  # pylint: disable=g-import-not-at-top
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer('repeats', 11, 'Timings per contender and size.')
+flags.DEFINE_float('min_time', 0.02, 'Seconds each timing lasts at least.')
+flags.DEFINE_integer('seed', 0, 'Seed of the input values.')
+
+SHAPES = ((64, 64), (128, 128), (256, 256), (512, 256), (512, 512),
+          (1024, 512), (1024, 1024), (2048, 1024), (4096, 1024))
+
+
+def seconds_per_call(fn, calls: int) -> float:
+  start = time.perf_counter()
+  for _ in range(calls):
+    fn()
+  return (time.perf_counter() - start) / calls
+
+
+def calibrate(fn) -> int:
+  """Calls per timing so that one timing lasts about --min_time."""
+  fn()
+  calls = 1
+  while seconds_per_call(fn, calls) * calls < FLAGS.min_time:
+    calls *= 2
+  return calls
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  op = concat_lib.OpLibrary().load(required=True)
+  rng = np.random.default_rng(FLAGS.seed)
+  print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, intra-op '
+        f'threads {tf.config.threading.get_intra_op_parallelism_threads()} '
+        '(0 = one per core); medians of '
+        f'{FLAGS.repeats} timings of >= {FLAGS.min_time * 1000:.0f} ms')
+  header = (f'{"inputs (3 x)":>13} {"out MiB":>8} {"custom GB/s":>12} '
+            f'{"tf.concat GB/s":>15} {"numpy copy GB/s":>16} {"custom/tf":>10}')
+  print(header)
+  with tf.device('/device:CPU:0'):
+    for rows, cols in SHAPES:
+      values = [tf.constant(rng.normal(size=(rows, cols)), tf.float32)
+                for _ in range(3)]
+      out_bytes = 3 * rows * cols * 4
+      source = np.asarray(rng.normal(size=(rows, 3 * cols)), np.float32)
+      target = np.empty_like(source)
+      contenders = {
+          'custom': lambda v=values: op.tf_mp_concat(v),
+          'tf': lambda v=values: tf.concat(v, axis=-1),
+          'numpy': lambda: np.copyto(target, source),
+      }
+      if not np.array_equal(contenders['custom'](), contenders['tf']()):
+        raise SystemExit(f'custom op and tf.concat differ at {rows}x{cols}')
+      calls = {name: calibrate(fn) for name, fn in contenders.items()}
+      timings = {name: [] for name in contenders}
+      names = list(contenders)
+      for repeat in range(FLAGS.repeats):
+        # Rotate who goes first: no contender always follows the same one.
+        for name in names[repeat % 3:] + names[:repeat % 3]:
+          timings[name].append(seconds_per_call(contenders[name], calls[name]))
+      rate = {name: 2 * out_bytes / statistics.median(t) / 1e9
+              for name, t in timings.items()}
+      print(f'{f"{rows}x{cols}":>13} {out_bytes / 2**20:>8.2f} '
+            f'{rate["custom"]:>12.2f} {rate["tf"]:>15.2f} '
+            f'{rate["numpy"]:>16.2f} {rate["custom"] / rate["tf"]:>10.2f}')
+
+
+if __name__ == '__main__':
+  app.run(main)
