@@ -150,12 +150,19 @@ _BAD_CHECKPOINTS = (
 
 
 class LoadTest(parameterized.TestCase):
+  """Loads checkpoints written from one trained source model (built once)."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.seed = fresh_seed()
+    cls.source_model, cls.source_trainer = trained(cls.seed)
 
   @parameterized.named_parameters(*_BAD_CHECKPOINTS)
   def test_bad_checkpoint_is_rejected_and_nothing_changes(self, spoil, with_trainer,
                                                           message_parts):
-    seed = fresh_seed()
-    source_model, source_trainer = trained(seed)
+    seed = self.seed
+    source_model, source_trainer = self.source_model, self.source_trainer
     prefix = os.path.join(temp_dir(self), 'model')
     spoil(tf1_arrays(source_model, source_trainer), prefix)
     model, trainer = build(seed + 1, with_trainer=True)
@@ -196,8 +203,8 @@ class LoadTest(parameterized.TestCase):
       ('unplaced', None),
   )
   def test_loads_onto_any_devices_with_adam_state(self, devices):
-    seed = fresh_seed()
-    source_model, source_trainer = trained(seed)
+    seed = self.seed
+    source_model, source_trainer = self.source_model, self.source_trainer
     prefix = write_checkpoint(
         os.path.join(temp_dir(self), 'model'),
         tf1_arrays(source_model, source_trainer))
@@ -214,8 +221,8 @@ class LoadTest(parameterized.TestCase):
     self.assertEqual(placed, {variable_name(v): v.device for v in model.variables})
 
   def test_without_trainer_the_adam_state_is_skipped(self):
-    seed = fresh_seed()
-    source_model, source_trainer = trained(seed)
+    seed = self.seed
+    source_model, source_trainer = self.source_model, self.source_trainer
     prefix = write_checkpoint(
         os.path.join(temp_dir(self), 'model'),
         tf1_arrays(source_model, source_trainer))
@@ -226,8 +233,8 @@ class LoadTest(parameterized.TestCase):
       np.testing.assert_array_equal(v.numpy(), w.numpy())
 
   def test_checkpoint_without_adam_state_leaves_the_optimizer(self):
-    seed = fresh_seed()
-    source_model, _ = trained(seed)
+    seed = self.seed
+    source_model, source_trainer = self.source_model, self.source_trainer
     prefix = write_checkpoint(
         os.path.join(temp_dir(self), 'model'),
         {variable_name(v): v.numpy() for v in source_model.variables})
