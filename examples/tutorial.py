@@ -54,6 +54,11 @@ flags.DEFINE_integer('checkpoint_every', 1000, 'Save a checkpoint every this man
 flags.DEFINE_float('collective_timeout', 60,
                    'multi_worker: seconds a collective waits for a dead worker '
                    'before the run fails (0: forever).')
+flags.DEFINE_enum('concat', 'tf', ['tf', 'custom', 'auto'],
+                  'How the sub-model outputs are joined: tf (tf.concat), '
+                  'custom (the TfMpConcat op, built by `make ops`), auto (the '
+                  'op when it is built, else tf.concat after a warning). The '
+                  'losses are identical either way.')
 
 
 def main(argv):
@@ -72,7 +77,8 @@ def main(argv):
   if FLAGS.export_dir:
     tf_mp.check_export_dir(FLAGS.export_dir)
 
-  model = layout.build_model(tf_mp.ModelConfig(seed=FLAGS.seed))
+  model = layout.build_model(
+      tf_mp.ModelConfig(seed=FLAGS.seed, concat=FLAGS.concat))
   trainer = tf_mp.Trainer(model, FLAGS.learning_rate, strategy=layout)
   if layout.distributed:
     print(layout.describe(), end='\n\n', flush=True)
