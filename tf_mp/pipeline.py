@@ -346,25 +346,26 @@ class Pipeline(tf.Module):
     ys = self._split(labels, self.output_device, 'labels')
     variables = self.trainable_variables
     m = float(self.num_micro_batches)
-    losses, per_micro_batch = [], []
+    losses, grads = [], [None] * len(variables)
     for i, (x, y) in enumerate(zip(xs, ys)):
       logits = self._forward(x, i)
       with device_scope(self.output_device), tf.name_scope(f'micro_batch_{i}/loss'):
         loss = loss_fn(logits, y) / m
       losses.append(loss)
       with tf.name_scope(f'micro_batch_{i}_backward'):
-        per_micro_batch.append(tf.gradients(loss, variables))
+        micro_grads = tf.gradients(loss, variables)
+      # A running sum in micro-batch order, not one AddN at the end: an AddN
+      # would keep all M gradients of every variable alive until the last
+      # micro-batch finishes. The adds are on the accumulation path only; no
+      # micro-batch's forward or backward ops wait for another's.
+      with tf.name_scope('accumulate_gradients'):
+        for j, (var, grad) in enumerate(zip(variables, micro_grads)):
+          if grad is None:
+            continue
+          with device_scope(var.device):
+            grads[j] = grad if grads[j] is None else grads[j] + grad
     with device_scope(self.output_device), tf.name_scope('loss'):
       total = losses[0] if len(losses) == 1 else tf.add_n(losses)
-    grads = []
-    with tf.name_scope('accumulate_gradients'):
-      for j, var in enumerate(variables):
-        parts = [g[j] for g in per_micro_batch if g[j] is not None]
-        if not parts:
-          grads.append(None)
-          continue
-        with device_scope(var.device):
-          grads.append(parts[0] if len(parts) == 1 else tf.add_n(parts))
     return total, grads
 
 
