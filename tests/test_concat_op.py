@@ -160,10 +160,12 @@ class GradientTest(parameterized.TestCase, tf.test.TestCase):
       model = tf_mp.build_model(['cpu:0', 'cpu:1', 'cpu:2'], concat=path)
       trainer = tf_mp.Trainer(model)
 
+      # pylint: disable=cell-var-from-loop
       @tf.function
       def step():
-        loss = trainer.compute_loss(x, y)  # pylint: disable=cell-var-from-loop
-        return loss, tf.gradients(loss, model.trainable_variables)  # pylint: disable=cell-var-from-loop
+        loss = trainer.compute_loss(x, y)
+        return loss, tf.gradients(loss, model.trainable_variables)
+      # pylint: enable=cell-var-from-loop
 
       loss, grads = step()
       names = [v.name for v in model.trainable_variables]
@@ -231,7 +233,8 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
     return library
 
   def assert_warns_once_and_falls_back(self, reason):
-    a, b = tf.ones([2, 3]), tf.range(4.0, dtype=tf.float32)[None, :] * [[1], [2]]
+    a = tf.ones([2, 3])
+    b = tf.range(4.0)[None, :] * [[1.0], [2.0]]
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter('always')
       first = tf_mp.fused_concat([a, b])

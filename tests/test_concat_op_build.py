@@ -1,4 +1,4 @@
-"""The TfMpConcat build: what `make ops` records, the GPU library, the GPU check.
+"""The TfMpConcat build: what `make ops` records, GPU library, GPU check.
 
 Without a GPU (as on the development machine) the CUDA part is compiled and
 linked and the GPU library is loaded and run on the CPU; with a GPU visible to
@@ -36,7 +36,7 @@ def run_python(code, timeout=120):
 
 class BuildInfoTest(tf.test.TestCase):
 
-  def test_records_the_running_tensorflow_and_loads_from_beside_the_module(self):
+  def test_records_tensorflow_version_and_loads_from_beside_module(self):
     info = build_lib.read_build_info()
     self.assertEqual(info['tf_version'], tf.__version__)
     self.assertEqual(info['tf_git_version'], tf.version.GIT_VERSION)
@@ -89,8 +89,9 @@ print('equal' if same else 'DIFFERENT')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     lines = proc.stdout.splitlines()
     # float, double, half, bfloat16 on each device.
-    self.assertEqual(lines[0], str(sorted(
-        (device, dtype) for device in ('CPU', 'GPU') for dtype in (1, 2, 19, 14))))
+    want = sorted((device, dtype) for device in ('CPU', 'GPU')
+                  for dtype in (1, 2, 19, 14))
+    self.assertEqual(lines[0], str(want))
     self.assertEqual(lines[1], 'equal')
 
   def test_gpu_check_compiles_links_and_reports_a_missing_gpu(self):
@@ -112,6 +113,48 @@ print('equal' if same else 'DIFFERENT')
                        r'says ".+" \(this check needs an NVIDIA GPU and a '
                        r'driver for CUDA \d+\.\d+ or newer\)$')
       self.assertNotIn('Traceback', proc.stderr)
+
+
+class TutorialConcatTest(tf.test.TestCase):
+
+  def test_concat_flag(self):
+    """Same losses with --concat tf and custom; custom switched off fails."""
+
+    def start(path, env_value='auto'):
+      env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3',
+                 TF_MP_CUSTOM_OPS=env_value)
+      return subprocess.Popen(
+          [sys.executable, os.path.join(ROOT, 'examples', 'tutorial.py'),
+           '--steps', '41', '--log_every', '10', '--devices',
+           'cpu:0,cpu:1,cpu:2', '--concat', path], stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+    # Concurrently: most of each run is importing TensorFlow.
+    procs = {'tf': start('tf'), 'custom': start('custom'),
+             'off': start('custom', env_value='0')}
+    out = {}
+    for name, proc in procs.items():
+      try:
+        stdout, stderr = proc.communicate(timeout=300)
+      finally:
+        proc.kill()
+      out[name] = (proc.returncode, stdout, stderr)
+
+    losses = {}
+    for path, op_type in (('tf', 'ConcatV2'), ('custom', 'TfMpConcat')):
+      returncode, stdout, stderr = out[path]
+      self.assertEqual(returncode, 0, stderr[-3000:])
+      self.assertIn(f'concat: {op_type} (', stdout)
+      losses[path] = [l for l in stdout.splitlines() if l.startswith('Step:')]
+    self.assertLen(losses['tf'], 5)
+    self.assertEqual(losses['tf'], losses['custom'])
+
+    returncode, stdout, stderr = out['off']
+    self.assertEqual(returncode, 1, stdout + stderr)
+    self.assertRegex(stderr.strip().splitlines()[-1],
+                     r'^tutorial\.py: error: the custom concat op was asked '
+                     r'for but TF_MP_CUSTOM_OPS=0 disables custom ops$')
+    self.assertNotIn('Traceback', stderr)
 
 
 class GpuKernelTest(parameterized.TestCase, tf.test.TestCase):

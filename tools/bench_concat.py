@@ -1,10 +1,11 @@
-"""Throughput of the custom TfMpConcat op, tf.concat and a numpy copy, side by side.
+"""CPU throughput of TfMpConcat, tf.concat and a numpy copy, side by side.
 
 Three float32 inputs [rows, cols] each are joined on the last axis, from
 64x64 each (48 KiB out) to 4096x1024 each (48 MiB out), on the CPU. For each
 size the three contenders are timed in turn within each repeat, in rotating
-order (so machine noise hits all of them alike); a timing is the mean over enough calls to last
---min_time seconds, and the table shows the median over --repeats timings.
+order (so machine noise hits all of them alike); a timing is the mean over
+enough calls to last --min_time seconds, and the table shows the median over
+--repeats timings.
 GB/s counts bytes read plus bytes written (2 x output bytes). The numpy column
 copies one contiguous array of the output's size (`np.copyto`): the memory
 bandwidth reference, not a concat. `custom/tf` is the ratio of throughputs.
@@ -24,7 +25,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from tf_mp.ops import concat as concat_lib  # pylint: disable=g-import-not-at-top
+from tf_mp.ops import concat as concat_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('repeats', 11, 'Timings per contender and size.')

@@ -104,7 +104,8 @@ def _version_line(tool: str) -> str:
   except OSError as e:
     return f'unusable: {e}'
   lines = [l.strip() for l in out.splitlines() if l.strip()]
-  releases = [l for l in lines if 'release' in l]  # nvcc: "..., release 13.0, V13.0.88"
+  # nvcc ends "Cuda compilation tools, release 13.0, V13.0.88", "Build ...".
+  releases = [l for l in lines if 'release' in l]
   return (releases or lines or ['unknown version'])[0]
 
 
@@ -173,8 +174,8 @@ def build(cuda: str = 'auto', force: bool = False,
   """
   if cuda not in ('auto', 'yes', 'no'):
     raise TfMpError(f'cuda={cuda!r} is not one of "auto", "yes", "no"')
-  cxx = shutil.which(os.environ.get('CXX', 'c++')) or os.environ.get('CXX',
-                                                                      'c++')
+  cxx_name = os.environ.get('CXX', 'c++')
+  cxx = shutil.which(cxx_name) or cxx_name
   compile_flags = list(tf.sysconfig.get_compile_flags())
   link_flags = list(tf.sysconfig.get_link_flags())
   nvcc = find_nvcc() if cuda != 'no' else None

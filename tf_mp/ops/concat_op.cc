@@ -159,8 +159,8 @@ absl::Status Prepare(OpKernelContext* context, ConcatPlan* plan,
     const Tensor& value = values[i];
     if (value.dims() != rank) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "TfMpConcat: input ", i, " has rank ", value.dims(), ", input 0 rank ",
-          rank, "; expected equal ranks >= 1, got shapes ",
+          "TfMpConcat: input ", i, " has rank ", value.dims(),
+          ", input 0 rank ", rank, "; expected equal ranks >= 1, got shapes ",
           TensorShapes(values)));
     }
     for (int d = 0; d < rank - 1; ++d) {
