@@ -10,9 +10,11 @@ on purpose (Keras' epsilon 1e-7, learning rate 0.0011, concat order reversed),
 and where each sub-model's ops run in both programs.
 
   python tools/oracle_report.py            # 3 runs, 200 steps
-  python tools/oracle_report.py --runs 1 --no_deviations
+  python tools/oracle_report.py --runs 1 --nodeviations
+  python tools/oracle_report.py --devices gpu:0,gpu:1,gpu:2   # the port on GPUs
 """
 
+import functools
 import os
 import sys
 import tempfile
@@ -35,6 +37,9 @@ flags.DEFINE_integer('examples', 1024, 'Rows of each random data set.')
 flags.DEFINE_integer('seed', None, 'Seed of the first data set (default: random); '
                      'run r uses seed + r.')
 flags.DEFINE_bool('deviations', True, 'Also measure the deliberately wrong ports.')
+flags.DEFINE_string('devices', 'cpu:0,cpu:1,cpu:2', 'Devices of the ports\' '
+                    'sub-models (e.g. gpu:0,gpu:1,gpu:2); the TF1 program always '
+                    'uses cpu:0-2.')
 
 _CHECKS = {
     'forward': 'forward logits, max abs diff',
@@ -50,6 +55,11 @@ def _table(rows) -> str:
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                    for r in rows)
+
+
+def _short(device: str) -> str:
+  spec = tf.DeviceSpec.from_string(device)
+  return f'{spec.device_type.lower()}:{spec.device_index or 0}'
 
 
 def _indices(counts: dict) -> str:
@@ -68,9 +78,11 @@ def main(argv):
   seed = FLAGS.seed
   if seed is None:
     seed = int(np.random.SeedSequence().entropy % (2**31))
-  ports = {'port': tf1_oracle.make_port}
+  devices = tf_mp.resolve_devices(FLAGS.devices, 3)
+  ports = {'port': functools.partial(tf1_oracle.make_port, devices)}
   if FLAGS.deviations:
-    ports.update({name: port for name, (port, _) in tf1_oracle.DEVIATIONS.items()})
+    ports.update({name: functools.partial(port, devices)
+                  for name, (port, _) in tf1_oracle.DEVIATIONS.items()})
   worst = {name: dict.fromkeys(_CHECKS, 0.0) for name in ports}
   reference = None
   with tempfile.TemporaryDirectory() as work_dir:
@@ -84,9 +96,9 @@ def main(argv):
           worst[name][check] = max(worst[name][check], value)
       print(f'run {run + 1}/{FLAGS.runs} (data seed {seed + run}) done', flush=True)
 
-  print(f'\nTF1 program vs tf_mp: {FLAGS.runs} runs, data seeds {seed}..'
-        f'{seed + FLAGS.runs - 1}, {FLAGS.examples} examples, batch 64, '
-        f'{FLAGS.steps} Adam steps, 3 logical CPUs; largest difference over the runs')
+  print(f'\nTF1 program (cpu:0-2) vs tf_mp ({FLAGS.devices}): {FLAGS.runs} runs, '
+        f'data seeds {seed}..{seed + FLAGS.runs - 1}, {FLAGS.examples} examples, '
+        f'batch 64, {FLAGS.steps} Adam steps; largest difference over the runs')
   rows = [('check', 'tolerance', *ports)]
   for check, label in _CHECKS.items():
     rows.append((label, f'{tf1_oracle.TOLERANCES[check]:.0e}',
@@ -95,20 +107,16 @@ def main(argv):
                    for name in ports)))
   print(_table(rows))
 
-  model, trainer = tf1_oracle.make_port()
+  model, trainer = tf1_oracle.make_port(devices)
   report = tf_mp.placement_report(model, trainer)
   rows = [('sub-model', 'TF1 forward (requested)', 'TF1 backward (placed at run time)',
            'port forward+backward (requested devices)')]
   for k in range(1, len(model.sub_models) + 1):
     scope = f'sub_model_{k}'
-    port_counts = {}
-    for device in report[scope].op_devices:
-      index = int(device.rsplit(':', 1)[-1])
-      port_counts[index] = port_counts.get(index, 0) + 1
     rows.append((scope, _indices(reference.tf1_device_indices(scope)),
                  _indices(reference.tf1_device_indices(scope, placed=True,
                                                        backward=True)),
-                 ', '.join(f'cpu:{i}' for i in sorted(port_counts))))
+                 ', '.join(sorted({_short(d) for d in report[scope].op_devices}))))
   print('\nWhere each sub-model runs (op counts in parentheses)')
   print(_table(rows))
 

@@ -127,7 +127,7 @@ def run_tf1_program(work_dir: str, x: np.ndarray, y: np.ndarray, *,
 
 def make_port(devices=DEVICES, **trainer_kwargs):
   """The port as the README builds it: `build_model(devices)` and `Trainer(model)`."""
-  model = tf_mp.build_model(list(devices))
+  model = tf_mp.build_model(devices if isinstance(devices, str) else list(devices))
   return model, tf_mp.Trainer(model, **trainer_kwargs)
 
 
@@ -244,8 +244,10 @@ def reversed_concat_port(devices=DEVICES):
 # Keras' epsilon and a 10% larger learning rate leave the forward pass and the
 # gradients alone and show in the first Adam step; a swapped concat shows at once.
 DEVIATIONS = {
-    'epsilon_1e-7': (lambda: make_port(epsilon=1e-7), ('one_step', 'loss_0_10')),
-    'learning_rate_0.0011': (lambda: make_port(learning_rate=0.0011),
+    'epsilon_1e-7': (lambda devices=DEVICES: make_port(devices, epsilon=1e-7),
+                     ('one_step', 'loss_0_10')),
+    'learning_rate_0.0011': (lambda devices=DEVICES: make_port(
+        devices, learning_rate=0.0011),
                              ('one_step', 'loss_0_10', 'loss_0_99', 'loss_all')),
     'concat_reversed': (reversed_concat_port,
                         ('forward', 'gradients', 'one_step', 'loss_0_10')),
