@@ -14,7 +14,7 @@ from tf_mp import lm
 DEVICES = ['cpu:0', 'cpu:1', 'cpu:2']
 # Small sizes that T = 1, 2 and 3 all divide: 6 heads, 24 MLP units.
 SMALL = lm.LMConfig(vocab_size=13, context=12, d_model=18, num_heads=6,
-                    num_blocks=2, mlp_units=24)
+                    num_blocks=1, mlp_units=24)
 
 
 def fresh_seed() -> int:

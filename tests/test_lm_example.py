@@ -1,4 +1,4 @@
-"""examples/tiny_lm.py end to end, in subprocesses: its lines, resume, one-line errors."""
+"""examples/tiny_lm.py end to end, in subprocesses: its lines, checkpoints, one-line errors."""
 
 import os
 import re
@@ -29,7 +29,7 @@ def error_lines(stderr: str) -> list:
 
 class TinyLmExampleTest(absltest.TestCase):
 
-  def test_trains_evaluates_samples_and_resumes(self):
+  def test_trains_evaluates_samples_and_checkpoints(self):
     text = lm.builtin_corpus()[:4000]
     path = os.path.join(tempfile.mkdtemp(), 'small.txt')
     with open(path, 'w', encoding='utf-8') as f:
@@ -52,10 +52,9 @@ class TinyLmExampleTest(absltest.TestCase):
     self.assertLen(sample, 4 + 25)
     self.assertContainsSubset(set(sample), set(text))
 
-    second = run_lm(*common, '--steps', '6')
-    self.assertEqual(second.returncode, 0, second.stderr)
-    self.assertIn('Resumed from step 4', second.stdout)
-    self.assertEqual(re.findall(r'^Step: (\d+)', second.stdout, re.M), ['4'])
+    # Resuming is tested in-process (test_lm.py); here the checkpoints exist.
+    self.assertTrue(any(name.startswith('ckpt-4') for name in os.listdir(logdir)))
+    self.assertIn('tiny_lm.json', os.listdir(logdir))
 
   def test_bad_inputs_are_one_line_errors(self):
     binary = os.path.join(tempfile.mkdtemp(), 'binary.txt')
