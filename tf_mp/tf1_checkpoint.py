@@ -85,26 +85,28 @@ def _checkpoint_prefix(path) -> str:
   return prefix
 
 
-def _format(name: str, shape, dtype=None) -> str:
-  text = f'{name} {list(shape)}'
-  return f'{text} {dtype.name}' if dtype is not None else text
+def _format(name: str, shape) -> str:
+  return f'{name} {list(shape)}'
 
 
-def _mismatches(names: Dict[str, tf.Variable], shapes: dict, dtypes: dict,
-                required: bool) -> Tuple[List[str], List[str]]:
-  """Missing (when `required`) and mis-shaped entries among `names`."""
+def _differs(name: str, shape, dtype, want_shape, want_dtype, owner: str) -> str:
+  return (f'{name} is {list(shape)} {dtype.name} in the checkpoint, '
+          f'{list(want_shape)} {want_dtype.name} in the {owner}')
+
+
+def _mismatches(names: Dict[str, tf.Variable], shapes: dict,
+                dtypes: dict) -> Tuple[List[str], List[str]]:
+  """The entries of `names` missing from the checkpoint, and those that differ."""
   missing, misshaped = [], []
   for name, var in sorted(names.items()):
     if name not in shapes:
-      if required:
-        missing.append(_format(name, var.shape))
+      missing.append(_format(name, var.shape))
       continue
     want_dtype = var.dtype.base_dtype
     got_dtype = tf.as_dtype(dtypes[name])
     if list(shapes[name]) != var.shape.as_list() or got_dtype != want_dtype:
-      misshaped.append(f'{name} is {_format("", shapes[name], got_dtype).strip()} '
-                       f'in the checkpoint, {_format("", var.shape, want_dtype).strip()} '
-                       'in the model')
+      misshaped.append(_differs(name, shapes[name], got_dtype,
+                                var.shape.as_list(), want_dtype, 'model'))
   return missing, misshaped
 
 
@@ -134,8 +136,8 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
     TfMpError: the path is missing or the checkpoint unreadable or corrupt; or
       model variables are missing from the checkpoint, the checkpoint has
       variables the model lacks, or shapes or dtypes differ (each listed by
-      name and shape, all in one message); or, with `trainer`, the checkpoint has only part of the
-      Adam state. The model and the trainer are then unchanged.
+      name and shape, all in one message); or, with `trainer`, the
+      checkpoint has only part of the Adam state. The model and the trainer are then unchanged.
   """
   prefix = _checkpoint_prefix(path)
   try:
@@ -148,7 +150,7 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
 
   model_vars = _named_variables(model)
   optimizer_vars = _optimizer_variables(model, trainer)
-  missing, misshaped = _mismatches(model_vars, shapes, dtypes, required=True)
+  missing, misshaped = _mismatches(model_vars, shapes, dtypes)
   unexpected = [_format(n, shapes[n]) for n in sorted(shapes)
                 if n not in model_vars and not _is_optimizer_entry(n)]
 
@@ -156,8 +158,7 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
   if trainer is not None:
     present = [n for n in shapes if _is_optimizer_entry(n) and n != _STEP_NAME]
     if present:
-      opt_missing, opt_misshaped = _mismatches(optimizer_vars, shapes, dtypes,
-                                               required=True)
+      opt_missing, opt_misshaped = _mismatches(optimizer_vars, shapes, dtypes)
       missing += opt_missing
       misshaped += opt_misshaped
       unexpected += [_format(n, shapes[n]) for n in sorted(present)
@@ -166,8 +167,8 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
     if _STEP_NAME in shapes:
       step_dtype = tf.as_dtype(dtypes[_STEP_NAME])
       if list(shapes[_STEP_NAME]) != [] or not step_dtype.is_integer:
-        misshaped.append(f'{_STEP_NAME} is {_format("", shapes[_STEP_NAME], step_dtype).strip()} '
-                         'in the checkpoint, [] int64 in the trainer')
+        misshaped.append(_differs(_STEP_NAME, shapes[_STEP_NAME], step_dtype,
+                                  [], tf.int64, 'trainer'))
       else:
         targets[_STEP_NAME] = trainer.step
 
