@@ -19,6 +19,7 @@ import time
 import _startup  # Quiets TensorFlow's start-up lines; imports tf and tf_mp.
 from absl import app
 from absl import flags
+from absl import logging
 import tensorflow as tf
 
 import tf_mp
@@ -65,7 +66,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if not FLAGS.verbose:
-    tf.get_logger().setLevel('ERROR')  # tf.distribute and the saver log at INFO.
+    # tf.distribute (TF's logger) and the checkpoint saver (absl) log at INFO.
+    tf.get_logger().setLevel('ERROR')
+    logging.set_verbosity(logging.WARNING)
   # Before any tensor exists: devices, groups and the cluster are set up here.
   layout = tf_mp.create_strategy(FLAGS.strategy, FLAGS.devices,
                                  tf_config=os.environ.get('TF_CONFIG'),

@@ -14,6 +14,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
@@ -35,6 +36,7 @@ flags.DEFINE_string('weights_out', None, 'Write the final weights (.npz) here.')
 def main(argv):
   del argv
   tf.get_logger().setLevel('ERROR')
+  logging.set_verbosity(logging.WARNING)
   layout = tf_mp.create_strategy(FLAGS.strategy, FLAGS.devices,
                                  tf_config=os.environ.get('TF_CONFIG'),
                                  collective_timeout=FLAGS.collective_timeout)
@@ -50,7 +52,7 @@ def main(argv):
     restored = checkpoints.restore()
     if restored:
       print(f'Resumed from {restored} at step {int(trainer.step.numpy())}', flush=True)
-  trainer.fit(x, y, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
+  result = trainer.fit(x, y, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
               log_every=FLAGS.log_every,
               on_log=lambda s, l: print('Step:', s, 'Loss:', l, flush=True),
               checkpoint_every=FLAGS.checkpoint_every if checkpoints else None,
@@ -58,7 +60,8 @@ def main(argv):
   if FLAGS.weights_out:
     np.savez(FLAGS.weights_out, **{
         v.name: v.numpy() for v in model.trainable_variables})
-  print('DONE', flush=True)
+  print(f'DONE {result.steps} steps, {result.steps_per_second:.1f} steps/s',
+        flush=True)
 
 
 def run():

@@ -30,6 +30,11 @@ def variable_name(variable: tf.Variable) -> str:
   return name[:-2] if name.endswith(':0') else name
 
 
+def _copy_to(tensor: tf.Tensor, device: str) -> tf.Tensor:
+  with tf.device(device):
+    return tf.identity(tensor)
+
+
 class Adam(tf.Module):
   """TF1 `AdamOptimizer` for `tf.Variable`s that may sit on different devices.
 
@@ -103,6 +108,9 @@ class Adam(tf.Module):
       grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
       if tf.distribute.in_cross_replica_context():
         return self._distributed_apply(tf.distribute.get_strategy(), grads_and_vars)
+      # Each gradient sits on its sub-model's device; moved beside its variable
+      # (the replica's lead device) they all-reduce as one packed collective.
+      grads_and_vars = [(_copy_to(g, v.device), v) for g, v in grads_and_vars]
       return tf.distribute.get_replica_context().merge_call(
           self._distributed_apply, args=(grads_and_vars,))
     updates = []

@@ -27,10 +27,8 @@ import tensorflow as tf
 from tf_mp.errors import TfMpError
 
 # Errors that mean "this checkpoint's files are missing or damaged".
-_UNREADABLE = (tf.errors.NotFoundError, tf.errors.DataLossError,
-               tf.errors.OutOfRangeError, tf.errors.InvalidArgumentError,
-               tf.errors.FailedPreconditionError, tf.errors.UnknownError,
-               ValueError, AssertionError)
+# (A truncated data file raises IndexError from the C++ reader.)
+_UNREADABLE = (tf.errors.OpError, OSError, IndexError, ValueError, AssertionError)
 
 
 class TrainingCheckpoints:

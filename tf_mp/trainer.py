@@ -280,7 +280,8 @@ class Trainer:
 
   def _distributed_step_fn(self, features, labels):
     strategy = self.strategy.strategy
-    per_replica = strategy.run(self._replica_slice_step_fn, args=(features, labels))
+    per_replica = strategy.run(_no_autograph(self._replica_slice_step_fn),
+                               args=(features, labels))
     loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
     self.step.assign_add(1)
     return loss
@@ -290,7 +291,7 @@ class Trainer:
     losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
     for i in tf.range(num_steps):
       features, labels = next(iterator)
-      per_replica = strategy.run(self._replica_step_fn,
+      per_replica = strategy.run(_no_autograph(self._replica_step_fn),
                                  args=(features, labels, batch_size))
       loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
       self.step.assign_add(1)
@@ -333,6 +334,12 @@ class Trainer:
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return self.strategy.strategy.distribute_datasets_from_function(dataset_fn, options)
+
+
+def _no_autograph(fn):
+  """The replica step has no data-dependent Python control flow: autograph's
+  conversion of it (and of every module it calls) only costs tracing time."""
+  return tf.autograph.experimental.do_not_convert(fn)
 
 
 def _check_created_in_scope(model, layout) -> None:

@@ -1,0 +1,150 @@
+"""multi_worker: two worker processes on 127.0.0.1, each with its own 3 logical CPUs.
+
+Each test bounds every wait and kills its processes in `finally`, so a hang
+fails the test instead of the suite, and nothing is left running.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+import tf_mp
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'strategy_worker.py')
+START_AND_TRAIN_S = 240  # Bound on one run of a worker (start-up included).
+COLLECTIVE_TIMEOUT_S = 5
+
+
+def fresh_seed() -> int:
+  return int(np.random.SeedSequence().entropy % (2**31))
+
+
+def free_ports(count: int) -> list:
+  with contextlib.ExitStack() as stack:
+    sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+    for s in sockets:
+      s.bind(('127.0.0.1', 0))
+    return [s.getsockname()[1] for s in sockets]
+
+
+class Cluster:
+  """Starts the workers of one cluster; `stop()` kills whatever still runs."""
+
+  def __init__(self, ports, args, out_dir):
+    self.ports, self.args, self.out_dir = ports, args, out_dir
+    self.processes = []
+
+  def start(self, run: str):
+    addresses = [f'127.0.0.1:{port}' for port in self.ports]
+    self.processes = []
+    for index in range(len(self.ports)):
+      config = {'cluster': {'worker': addresses}, 'task': {'type': 'worker', 'index': index}}
+      env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', TF_CONFIG=json.dumps(config))
+      stderr = open(os.path.join(self.out_dir, f'{run}_{index}.err'), 'w')
+      self.processes.append(subprocess.Popen(
+          [sys.executable, WORKER, '--strategy', 'multi_worker',
+           f'--weights_out={os.path.join(self.out_dir, f"{run}_{index}.npz")}',
+           *self.args], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env))
+      stderr.close()
+    return self.processes
+
+  def stderr(self, run: str, index: int) -> str:
+    with open(os.path.join(self.out_dir, f'{run}_{index}.err')) as f:
+      return '\n'.join(l for l in f.read().splitlines()
+                       if not l.startswith(('I0000', 'WARNING: All log')))
+
+  def stop(self):
+    for process in self.processes:
+      if process.poll() is None:
+        process.kill()
+      process.wait()
+      process.stdout.close()
+
+
+class MultiWorkerTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
+
+  def single_process_weights(self, seed: int, steps: int) -> dict:
+    """The same global batches in one process, no strategy."""
+    x, y = tf_mp.synthetic_data(seed)
+    model = tf_mp.build_model(['cpu:0', 'cpu:1', 'cpu:2'], tf_mp.ModelConfig(seed=seed))
+    tf_mp.Trainer(model).fit(x, y, steps=steps, batch_size=64)
+    return {v.name: v.numpy() for v in model.trainable_variables}
+
+  def assert_workers_match(self, run: str, seed: int, steps: int):
+    weights = [np.load(os.path.join(self.dir, f'{run}_{i}.npz')) for i in range(2)]
+    expected = self.single_process_weights(seed, steps)
+    for name, value in expected.items():
+      self.assertAllEqual(weights[0][name], weights[1][name], msg=f'{name}, seed {seed}')
+      self.assertAllClose(value, weights[0][name], atol=1e-5, rtol=0,
+                          msg=f'{name}, seed {seed}')
+
+  def test_two_workers_equal_one_process_on_the_combined_batches(self):
+    seed = fresh_seed()
+    cluster = Cluster(free_ports(2), ['--steps', '100', '--batch_size', '64',
+                                      '--seed', str(seed), '--log_every', '50'], self.dir)
+    try:
+      processes = cluster.start('run')
+      for index, process in enumerate(processes):
+        process.wait(timeout=START_AND_TRAIN_S)
+        self.assertEqual(process.returncode, 0, cluster.stderr('run', index))
+        out = process.stdout.read()
+        self.assertIn('2 replica(s) in sync', out)
+        self.assertIn('DONE', out)
+    finally:
+      cluster.stop()
+    self.assert_workers_match('run', seed, 100)
+
+  def test_dead_worker_stops_the_survivor_then_all_resume(self):
+    seed = fresh_seed()
+    checkpoints = os.path.join(self.dir, 'ckpt')
+    cluster = Cluster(
+        free_ports(2),
+        ['--steps', '120', '--batch_size', '64', '--seed', str(seed), '--log_every', '10',
+         '--checkpoint_dir', checkpoints, '--checkpoint_every', '20',
+         f'--collective_timeout={COLLECTIVE_TIMEOUT_S}'], self.dir)
+    try:
+      survivor, victim = cluster.start('crash')
+      for line in victim.stdout:
+        if line.startswith('Step: 40 '):
+          break  # ckpt-40 was written before this line.
+      victim.send_signal(signal.SIGKILL)
+      victim.wait(timeout=30)
+      # Bounded: the collective timeout plus time to report, never a hang.
+      survivor.wait(timeout=COLLECTIVE_TIMEOUT_S + 90)
+      self.assertNotEqual(survivor.returncode, 0)
+      lines = cluster.stderr('crash', 0).splitlines()
+      self.assertLen(lines, 1, lines)
+      self.assertStartsWith(lines[0], 'strategy_worker: error: training stopped')
+      self.assertIn('a worker is down or unreachable', lines[0])
+      self.assertIn(f'within the {COLLECTIVE_TIMEOUT_S}s collective timeout', lines[0])
+      self.assertTrue(tf.train.latest_checkpoint(checkpoints))
+      self.assertNotIn('DONE', survivor.stdout.read())
+
+      for index, process in enumerate(cluster.start('resume')):
+        process.wait(timeout=START_AND_TRAIN_S)
+        out = process.stdout.read()
+        self.assertEqual(process.returncode, 0, cluster.stderr('resume', index))
+        self.assertRegex(out, r'Resumed from .*ckpt-(\d+) at step \1\n')
+        self.assertNotIn('Step: 0 ', out)
+    finally:
+      cluster.stop()
+    self.assert_workers_match('resume', seed, 120)
+    self.assertEqual(os.listdir(checkpoints).count('.worker_1_temp'), 0)
+
+
+if __name__ == '__main__':
+  tf.test.main()
