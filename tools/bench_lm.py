@@ -6,10 +6,12 @@ T=3, T=1, ...) so that a noisy machine slows every T alike; the table shows
 the median tokens/s, its ratio to the first T, the parameters each device
 holds (read from `variable.device`) with Adam's two slots, and peak memory.
 
-Peak memory is `tf.config.experimental.get_memory_info(device)['peak']`,
-reset before a few steps of each T. Logical CPU devices share one allocator,
-so on a CPU-only machine it is one process-wide figure per T; on GPUs it is
-per device.
+Peak memory is `tf.config.experimental.get_memory_info(device)['peak']`
+during the first three steps of each T, minus what was allocated before them
+(all models and their Adam slots, the training windows): the activations,
+gradients and transfer buffers of a step. Logical CPU devices share one allocator, so
+on a CPU-only machine it is one process-wide figure per T; on GPUs it is per
+device.
 
   python tools/bench_lm.py                       # T = 1, 2, 3 on logical CPUs
   python tools/bench_lm.py --tensor_parallel 1,2,4 --num_heads 4 --d_model 128 \
@@ -91,11 +93,13 @@ def main(argv):
   for t in ts:
     model = lm.build_lm(config, all_devices[:t])
     trainer = lm.LMTrainer(model)
+    before = {}
     for device in memory_devices:
       tf.config.experimental.reset_memory_stats(device)
+      before[device] = tf.config.experimental.get_memory_info(device)['current']
     trainer.fit(x, y, steps=3, batch_size=FLAGS.batch_size, log_every=10**9)  # Traces.
-    peaks = {_device_key(d): tf.config.experimental.get_memory_info(d)['peak']
-             for d in memory_devices}
+    peaks = {_device_key(d): tf.config.experimental.get_memory_info(d)['peak'] -
+                             before[d] for d in memory_devices}
     runs[t] = dict(trainer=trainer, model=model, peaks=peaks, rates=[],
                    params=parameters_by_device(model))
 
@@ -115,8 +119,9 @@ def main(argv):
         f'{FLAGS.rounds} interleaved rounds of {FLAGS.steps} steps per T; '
         f'devices {", ".join(_device_key(d) for d in all_devices)}')
   print()
-  print('| T | tokens/s (median) | vs T=%d | parameters per device (attention+MLP share) '
-        '| params + Adam slots per device | peak memory%s |' % (
+  print('| T | tokens/s (median) | vs T=%d | parameters per device (its share of the '
+        'attention+MLP weights) '
+        '| params + Adam slots per device | step peak memory%s |' % (
             ts[0], ' (one shared CPU allocator)' if cpu_shared else ' per device'))
   print('|---|---|---|---|---|---|')
   base = statistics.median(runs[ts[0]]['rates'])

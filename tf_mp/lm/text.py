@@ -4,8 +4,8 @@ The built-in corpus needs nothing downloaded: it is the docstrings (module,
 class and function) of a fixed list of Python standard-library modules, read
 with `ast` from the installation's own sources (`sysconfig`'s `stdlib` path),
 in list order, joined by blank lines, with characters outside printable ASCII
-dropped. It is deterministic for a given Python version (about 340,000
-characters and 95 distinct ones on Python 3.11).
+dropped. It is deterministic for a given Python version (348,723 characters,
+96 distinct, on Python 3.11.7).
 """
 
 import ast
