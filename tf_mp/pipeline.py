@@ -362,11 +362,31 @@ class Pipeline(tf.Module):
         for j, (var, grad) in enumerate(zip(variables, micro_grads)):
           if grad is None:
             continue
+          if grads[j] is None:
+            with device_scope(var.device):
+              grads[j] = grad if len(xs) == 1 else tf.identity(grad)
+            continue
+          # The op computing this micro-batch's gradient of `var` waits for the
+          # running sum of the previous ones: without that the executor may
+          # compute all M full-size weight gradients before adding any (peak
+          # memory growing with M). Both ops are on `var`'s device, which
+          # does one micro-batch's work at a time anyway; activation
+          # gradients, which carry the backward pass to earlier stages, do
+          # not wait.
+          _producer(grad)._add_control_input(grads[j].op)  # pylint: disable=protected-access
           with device_scope(var.device):
-            grads[j] = grad if grads[j] is None else grads[j] + grad
+            grads[j] = grads[j] + grad
     with device_scope(self.output_device), tf.name_scope('loss'):
       total = losses[0] if len(losses) == 1 else tf.add_n(losses)
     return total, grads
+
+
+def _producer(tensor: tf.Tensor) -> tf.Operation:
+  """The op that really computes `tensor`, looking through identities."""
+  while tensor.op.type in ('Identity', 'IdentityN'):
+    op = tensor.op
+    tensor = op.inputs[tensor.value_index if op.type == 'IdentityN' else 0]
+  return tensor.op
 
 
 def build_pipeline(devices: DeviceSpec = None,

@@ -37,9 +37,9 @@ import tf_mp
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('micro_batches', ['1', '2', '4', '8'], 'The values of M to compare.')
-flags.DEFINE_integer('batch_size', 512, 'Examples per step (a multiple of every M).')
-flags.DEFINE_integer('width', 1024, 'Width of the input and of every hidden layer.')
-flags.DEFINE_integer('layers_per_stage', 2, 'Dense layers of --width in each stage.')
+flags.DEFINE_integer('batch_size', 2048, 'Examples per step (a multiple of every M).')
+flags.DEFINE_integer('width', 256, 'Width of the input and of every hidden layer.')
+flags.DEFINE_integer('layers_per_stage', 4, 'Dense layers of --width in each stage.')
 flags.DEFINE_string('devices', 'cpu:0,cpu:1,cpu:2', 'One device per stage.')
 flags.DEFINE_integer('steps', 3, 'Timed steps per configuration per round.')
 flags.DEFINE_integer('rounds', 2, 'Interleaved rounds over all configurations.')
