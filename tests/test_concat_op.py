@@ -248,7 +248,7 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
   def test_never_built(self):
     library = concat_lib.OpLibrary(self.dir)
     self.enter_context(mock.patch.object(concat_lib, '_LIBRARY', library))
-    self.assert_warns_once_and_falls_back('never built')
+    self.assert_warns_once_and_falls_back('not found: the op is not built')
 
   def test_library_renamed(self):
     self.use()

@@ -105,7 +105,7 @@ class OpLibrary:
     info = build_lib.read_build_info(self.ops_dir)
     if info is None:
       raise _LoadFailure(f'{self.ops_dir}/{build_lib.BUILD_INFO} not found: '
-                         'the op was never built')
+                         'the op is not built')
     built = (info.get('tf_version'), info.get('tf_git_version'))
     running = (tf.__version__, tf.version.GIT_VERSION)
     if built != running:
