@@ -19,7 +19,6 @@ from absl import app
 from absl import flags
 from absl import logging
 
-import tf_mp
 from tf_mp import lm
 
 FLAGS = flags.FLAGS
@@ -69,11 +68,8 @@ def main(argv):
                        num_blocks=FLAGS.num_blocks, mlp_units=FLAGS.mlp_units,
                        seed=FLAGS.seed)
   # Check the sampling flags before spending minutes on training.
-  if FLAGS.sample_length < 1 or FLAGS.temperature < 0:
-    raise tf_mp.TfMpError(f'--sample_length {FLAGS.sample_length} / --temperature '
-                   f'{FLAGS.temperature}: expected a positive length and a '
-                   'temperature >= 0')
-  corpus.vocab.encode(FLAGS.prompt, '--prompt')
+  lm.check_sampling(corpus.vocab, FLAGS.prompt, FLAGS.sample_length,
+                    FLAGS.temperature)
   model = lm.build_lm(config, FLAGS.devices, tensor_parallel=FLAGS.tensor_parallel)
   trainer = lm.LMTrainer(model, FLAGS.learning_rate)
   print(f'Text: {source}, {len(text)} characters, {corpus.vocab.size} distinct; '

@@ -7,12 +7,13 @@ from tf_mp.lm.layers import (Block, Embedding, LayerNorm, ParallelAttention,
 from tf_mp.lm.model import TinyLM, build_lm
 from tf_mp.lm.text import (CharVocab, Corpus, builtin_corpus, load_text,
                            prepare_corpus, unigram_entropy)
-from tf_mp.lm.train import LMCheckpoints, LMTrainer, generate
+from tf_mp.lm.train import LMCheckpoints, LMTrainer, check_sampling, generate
 
 __all__ = [
     'Block', 'CharVocab', 'Corpus', 'Embedding', 'LMCheckpoints', 'LMConfig',
     'LMTrainer', 'LayerNorm', 'ParallelAttention', 'ParallelMLP', 'Shards',
-    'TinyLM', 'build_lm', 'builtin_corpus', 'check_tensor_parallel',
+    'TinyLM', 'build_lm', 'builtin_corpus', 'check_sampling',
+    'check_tensor_parallel',
     'default_tensor_parallel', 'generate', 'load_text', 'prepare_corpus',
     'unigram_entropy'
 ]

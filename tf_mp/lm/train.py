@@ -10,6 +10,7 @@ loss is the mean sparse softmax cross-entropy over every position, in nats.
 import dataclasses
 import json
 import os
+import weakref
 from typing import Optional
 
 import numpy as np
@@ -114,12 +115,7 @@ def generate(model: TinyLM, vocab: CharVocab, prompt: str, length: int,
     TfMpError: an empty prompt, a prompt character outside the vocabulary, a
       negative temperature or a non-positive length.
   """
-  if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-    raise TfMpError(f'sample length must be a positive integer, got {length!r}')
-  if not temperature >= 0:
-    raise TfMpError(f'temperature must be >= 0, got {temperature!r}')
-  if not prompt:
-    raise TfMpError('prompt is empty; expected at least one character')
+  check_sampling(vocab, prompt, length, temperature)
   if vocab.size != model.config.vocab_size:
     raise TfMpError(f'vocabulary has {vocab.size} characters but the model has '
                     f'{model.config.vocab_size} logits')
@@ -144,14 +140,32 @@ def generate(model: TinyLM, vocab: CharVocab, prompt: str, length: int,
   return vocab.decode(out)
 
 
+def check_sampling(vocab: CharVocab, prompt: str, length: int,
+                   temperature: float) -> None:
+  """Raises TfMpError for a request `generate` cannot serve (see there)."""
+  if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+    raise TfMpError(f'sample length must be a positive integer, got {length!r}')
+  if not temperature >= 0:
+    raise TfMpError(f'temperature must be >= 0, got {temperature!r}')
+  if not prompt:
+    raise TfMpError('prompt is empty; expected at least one character')
+  vocab.encode(prompt, 'prompt')
+
+
+# One traced step function per model, kept off the module so checkpoints and
+# `trainable_variables` never see it.
+_NEXT_LOGITS = weakref.WeakKeyDictionary()
+
+
 def _next_logits_fn(model: TinyLM):
-  fn = getattr(model, '_next_logits', None)
+  """`ids [1, context] -> logits [vocab]` at `position`, traced once per model."""
+  fn = _NEXT_LOGITS.get(model)
   if fn is None:
     @tf.function(input_signature=[tf.TensorSpec([1, None], tf.int32),
                                   tf.TensorSpec([], tf.int32)])
     def fn(ids, position):
       return model(ids)[0, position]
-    model._next_logits = fn  # pylint: disable=protected-access
+    _NEXT_LOGITS[model] = fn
   return fn
 
 
