@@ -132,7 +132,7 @@ class GradientTest(parameterized.TestCase, tf.test.TestCase):
       self.assertAllClose(t, n, atol=tolerance, rtol=tolerance,
                           msg=f'seed {seed}')
 
-  def test_gradient_equals_tf_concat_with_unknown_widths(self):
+  def test_gradient_equals_tf_concat_with_unknown_width(self):
     seed = fresh_seed()
     rng = np.random.default_rng(seed)
     a = tf.constant(rng.normal(size=(5, 3)), tf.float32)
@@ -140,7 +140,9 @@ class GradientTest(parameterized.TestCase, tf.test.TestCase):
     weights = tf.constant(rng.normal(size=(5, 9)), tf.float32)
 
     def grads(concat):
-      @tf.function(input_signature=[tf.TensorSpec([None, None])] * 2)
+      # One width known only when running, one known while tracing.
+      @tf.function(input_signature=[tf.TensorSpec([None, None]),
+                                    tf.TensorSpec([None, 6])])
       def fn(x, y):
         return tf.gradients(tf.reduce_sum(concat([x, y]) * weights), [x, y])
       return fn(a, b)
