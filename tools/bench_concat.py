@@ -8,7 +8,9 @@ enough calls to last --min_time seconds, and the table shows the median over
 --repeats timings.
 GB/s counts bytes read plus bytes written (2 x output bytes). The numpy column
 copies one contiguous array of the output's size (`np.copyto`): the memory
-bandwidth reference, not a concat. `custom/tf` is the ratio of throughputs.
+bandwidth reference, not a concat. `custom/tf` is the median over the repeats
+of the throughput ratio within a repeat: the two were timed moments apart, so
+load from other processes on a busy machine largely cancels out.
 
   make ops && python tools/bench_concat.py
   python tools/bench_concat.py --repeats 5 --min_time 0.01
@@ -28,8 +30,8 @@ import tensorflow as tf
 from tf_mp.ops import concat as concat_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('repeats', 11, 'Timings per contender and size.')
-flags.DEFINE_float('min_time', 0.02, 'Seconds each timing lasts at least.')
+flags.DEFINE_integer('repeats', 31, 'Timings per contender and size.')
+flags.DEFINE_float('min_time', 0.01, 'Seconds each timing lasts at least.')
 flags.DEFINE_integer('seed', 0, 'Seed of the input values.')
 
 SHAPES = ((64, 64), (128, 128), (256, 256), (512, 256), (512, 512),
@@ -87,9 +89,11 @@ def main(argv):
           timings[name].append(seconds_per_call(contenders[name], calls[name]))
       rate = {name: 2 * out_bytes / statistics.median(t) / 1e9
               for name, t in timings.items()}
+      ratio = statistics.median(
+          t / c for t, c in zip(timings['tf'], timings['custom']))
       print(f'{f"{rows}x{cols}":>13} {out_bytes / 2**20:>8.2f} '
             f'{rate["custom"]:>12.2f} {rate["tf"]:>15.2f} '
-            f'{rate["numpy"]:>16.2f} {rate["custom"] / rate["tf"]:>10.2f}')
+            f'{rate["numpy"]:>16.2f} {ratio:>10.2f}')
 
 
 if __name__ == '__main__':
