@@ -11,11 +11,17 @@ shared object (nvcc, CUDA runtime linked statically), loads it with ctypes, and
 2. times the kernel against a device-to-device copy of the same bytes
    (GB/s of bytes read plus written, medians of 5 timings).
 
+With --emulate it runs step 1 on the host instead, through
+`TfMpConcatHostEmulation`: the kernel's own per-element function, chunk choice
+and batching, without a GPU (it does not check the launch itself, the 32-bit
+index path or timing).
+
 Needs numpy and an NVIDIA driver, not TensorFlow (so no absl either: plain
 argparse). Exit status: 0 all equal, 1 a mismatch, 2 no GPU or no library.
 
   python tools/gpu_check.py                       # build if needed, check
   python tools/gpu_check.py --build_only          # on a machine with nvcc
+  python tools/gpu_check.py --emulate             # no GPU needed
   python tools/gpu_check.py --library build/gpu_check/libconcat_gpu_check.so
 """
 
@@ -144,6 +150,38 @@ class Gpu:
     self.call('gc_free', pointer)
 
 
+class HostEmulation(Gpu):
+  """The same calls on host memory, the concat by TfMpConcatHostEmulation."""
+
+  def __init__(self, library: str):
+    super().__init__(library)
+    self.lib.TfMpConcatHostEmulation.argtypes = (
+        self.lib.gc_concat.argtypes)
+    self._buffers = {}
+
+  def device(self) -> str:
+    return 'none: host emulation of the kernel (--emulate)'
+
+  def alloc(self, nbytes: int) -> int:
+    buffer = np.empty(nbytes + 16, np.uint8)
+    address = buffer.ctypes.data + (-buffer.ctypes.data) % 16
+    self._buffers[address] = buffer
+    return address
+
+  def free(self, pointer: int) -> None:
+    del self._buffers[pointer]
+
+  def call(self, name: str, *args) -> None:
+    if name in ('gc_to_device', 'gc_to_host'):
+      ctypes.memmove(*args)
+    elif name == 'gc_fill':
+      ctypes.memset(*args)
+    elif name == 'gc_concat':
+      super().call('TfMpConcatHostEmulation', *args)
+    else:
+      raise CheckError(f'{name} is not available in --emulate mode')
+
+
 def _arrays(pointers, row_bytes):
   return ((ctypes.c_void_p * max(1, len(pointers)))(*pointers),
           (ctypes.c_int64 * max(1, len(row_bytes)))(*row_bytes))
@@ -217,6 +255,8 @@ def main(argv=None) -> int:
   parser.add_argument('--nvcc', default=os.environ.get('NVCC', 'nvcc'))
   parser.add_argument('--build_only', action='store_true',
                       help='build the harness and stop')
+  parser.add_argument('--emulate', action='store_true',
+                      help='check the kernel logic on the host, no GPU')
   parser.add_argument('--seed', type=int, default=None,
                       help='seed of the random data (default: fresh)')
   args = parser.parse_args(argv)
@@ -236,7 +276,7 @@ def main(argv=None) -> int:
     print(f'harness: {os.path.relpath(library, ROOT)}')
     if args.build_only:
       return 0
-    gpu = Gpu(library)
+    gpu = HostEmulation(library) if args.emulate else Gpu(library)
     print(f'device: {gpu.device()}')
     seed = (args.seed if args.seed is not None
             else int(np.random.SeedSequence().entropy % 2**32))
@@ -257,11 +297,12 @@ def main(argv=None) -> int:
       print(f'{rows:>6}  {shown:<22} {str(misaligned):<10} ' +
             ' '.join(f'{r:<8}' for r in results))
 
-    print('\nthree float32 inputs [rows, cols] each; GB/s = bytes read + '
-          'written per second, median of 5')
-    print(f'{"inputs":>14}  {"out MB":>8}  {"concat GB/s":>11}  '
-          f'{"copy GB/s":>9}  {"concat/copy":>11}')
-    for rows, cols in TIMING_SHAPES:
+    if not args.emulate:
+      print('\nthree float32 inputs [rows, cols] each; GB/s = bytes read + '
+            'written per second, median of 5')
+      print(f'{"inputs":>14}  {"out MB":>8}  {"concat GB/s":>11}  '
+            f'{"copy GB/s":>9}  {"concat/copy":>11}')
+    for rows, cols in () if args.emulate else TIMING_SHAPES:
       concat, copy = time_case(gpu, rng, rows, cols)
       print(f'{f"{rows}x{cols}":>14}  {3 * rows * cols * 4 / 2**20:>8.2f}  '
             f'{concat:>11.1f}  {copy:>9.1f}  {concat / copy:>11.2f}')

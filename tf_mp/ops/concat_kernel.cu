@@ -1,4 +1,6 @@
 // One CUDA launch that joins several matrices on their last axis.
+// (TfMpConcatHostEmulation runs the same per-element code on the host, for
+// checks on machines without a GPU.)
 //
 // This file includes CUDA headers only (no TensorFlow headers): it is built by
 // nvcc, whose CUDA version may differ from the headers inside the TensorFlow
@@ -32,8 +34,24 @@ struct Segments {
   int count;
 };
 
-// Writes output[r, col_offset + c] for every row r and every column c of the
-// slice; `out_width` is the full output row width. All in units of Chunk.
+// Element i of this launch's slice: output[r, col_offset + c] with
+// r = i / width, c = i % width, where width is the slice's width. All in units
+// of Chunk. Shared by the kernel and by the host emulation below.
+template <typename Chunk, typename Index>
+__host__ __device__ __forceinline__ void CopyElement(
+    const Segments& seg, Chunk* __restrict__ out, Index i, Index width,
+    Index out_width, Index col_offset) {
+  const Index r = i / width;
+  const Index c = i - r * width;
+  int j = 0;
+  while (c >= static_cast<Index>(seg.begin[j + 1])) ++j;
+  const Index start = static_cast<Index>(seg.begin[j]);
+  const Index w = static_cast<Index>(seg.begin[j + 1]) - start;
+  const Chunk* __restrict__ src = static_cast<const Chunk*>(seg.src[j]);
+  out[r * out_width + col_offset + c] = src[r * w + (c - start)];
+}
+
+// Every element of the slice, once: a grid-stride loop over rows * width.
 template <typename Chunk, typename Index>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     ConcatRowsKernel(const __grid_constant__ Segments seg,
@@ -44,14 +62,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const Index stride = static_cast<Index>(blockDim.x) * gridDim.x;
   for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x;
        i < total; i += stride) {
-    const Index r = i / width;
-    const Index c = i - r * width;
-    int j = 0;
-    while (c >= static_cast<Index>(seg.begin[j + 1])) ++j;
-    const Index start = static_cast<Index>(seg.begin[j]);
-    const Index w = static_cast<Index>(seg.begin[j + 1]) - start;
-    const Chunk* __restrict__ src = static_cast<const Chunk*>(seg.src[j]);
-    out[r * out_width + col_offset + c] = src[r * w + (c - start)];
+    CopyElement(seg, out, i, width, out_width, col_offset);
   }
 }
 
@@ -96,26 +107,46 @@ int ChunkBytes(const void* const* inputs, const int64_t* row_bytes,
   return 1;
 }
 
-cudaError_t LaunchChunked(int chunk, const Segments& seg, void* output,
-                          int64_t rows, int64_t out_width, int64_t col_offset,
-                          int blocks, cudaStream_t stream) {
+// Returns f(Chunk{}) for the Chunk type of `chunk` bytes.
+template <typename F>
+cudaError_t WithChunk(int chunk, F&& f) {
   switch (chunk) {
     case 16:
-      return Launch<uint4>(seg, output, rows, out_width, col_offset, blocks,
-                           stream);
+      return f(uint4{});
     case 8:
-      return Launch<uint2>(seg, output, rows, out_width, col_offset, blocks,
-                           stream);
+      return f(uint2{});
     case 4:
-      return Launch<uint32_t>(seg, output, rows, out_width, col_offset,
-                              blocks, stream);
+      return f(uint32_t{});
     case 2:
-      return Launch<uint16_t>(seg, output, rows, out_width, col_offset,
-                              blocks, stream);
+      return f(uint16_t{});
     default:
-      return Launch<uint8_t>(seg, output, rows, out_width, col_offset, blocks,
-                             stream);
+      return f(uint8_t{});
   }
+}
+
+// Splits the non-empty inputs into batches of at most kMaxSegments and calls
+// run(seg, col_offset) for each; stops at the first error.
+template <typename Run>
+cudaError_t ForEachBatch(const void* const* inputs, const int64_t* row_bytes,
+                         int num_inputs, int chunk, Run&& run) {
+  Segments seg;
+  seg.count = 0;
+  seg.begin[0] = 0;
+  int64_t col_offset = 0;  // in chunks, where the current batch starts
+  cudaError_t status = cudaSuccess;
+  for (int j = 0; j <= num_inputs && status == cudaSuccess; ++j) {
+    const bool flush = j == num_inputs || seg.count == kMaxSegments;
+    if (flush && seg.count > 0) {
+      status = run(seg, col_offset);
+      col_offset += seg.begin[seg.count];
+      seg.count = 0;
+    }
+    if (j == num_inputs || row_bytes[j] == 0) continue;
+    seg.src[seg.count] = inputs[j];
+    seg.begin[seg.count + 1] = seg.begin[seg.count] + row_bytes[j] / chunk;
+    ++seg.count;
+  }
+  return status;
 }
 
 }  // namespace
@@ -150,26 +181,43 @@ extern "C" int TfMpConcatGpu(const void* const* inputs,
     const int chunk = ChunkBytes(inputs, row_bytes, num_inputs, out_row_bytes,
                                  output);
     const int blocks = multiprocessors * kBlocksPerMultiprocessor;
-    Segments seg;
-    seg.count = 0;
-    seg.begin[0] = 0;
-    int64_t col_offset = 0;  // in chunks, where the current launch starts
-    for (int j = 0; j <= num_inputs && status == cudaSuccess; ++j) {
-      const bool flush = j == num_inputs || seg.count == kMaxSegments;
-      if (flush && seg.count > 0) {
-        status = LaunchChunked(chunk, seg, output, rows, out_row_bytes / chunk,
-                               col_offset, blocks, cuda_stream);
-        col_offset += seg.begin[seg.count];
-        seg.count = 0;
-      }
-      if (j == num_inputs || row_bytes[j] == 0) continue;
-      seg.src[seg.count] = inputs[j];
-      seg.begin[seg.count + 1] = seg.begin[seg.count] + row_bytes[j] / chunk;
-      ++seg.count;
-    }
+    status = ForEachBatch(
+        inputs, row_bytes, num_inputs, chunk,
+        [&](const Segments& seg, int64_t col_offset) {
+          return WithChunk(chunk, [&](auto chunk_type) {
+            using Chunk = decltype(chunk_type);
+            return Launch<Chunk>(seg, output, rows, out_row_bytes / chunk,
+                                 col_offset, blocks, cuda_stream);
+          });
+        });
   }
   if (device != previous_device) cudaSetDevice(previous_device);
   return status;
+}
+
+extern "C" int TfMpConcatHostEmulation(const void* const* inputs,
+                                       const int64_t* row_bytes,
+                                       int num_inputs, int64_t rows,
+                                       void* output) {
+  int64_t out_row_bytes = 0;
+  for (int j = 0; j < num_inputs; ++j) out_row_bytes += row_bytes[j];
+  if (rows == 0 || out_row_bytes == 0) return cudaSuccess;
+  const int chunk = ChunkBytes(inputs, row_bytes, num_inputs, out_row_bytes,
+                               output);
+  return ForEachBatch(
+      inputs, row_bytes, num_inputs, chunk,
+      [&](const Segments& seg, int64_t col_offset) {
+        return WithChunk(chunk, [&](auto chunk_type) {
+          using Chunk = decltype(chunk_type);
+          const int64_t width = seg.begin[seg.count];
+          for (int64_t i = 0; i < rows * width; ++i) {
+            CopyElement<Chunk, int64_t>(seg, static_cast<Chunk*>(output), i,
+                                        width, out_row_bytes / chunk,
+                                        col_offset);
+          }
+          return cudaSuccess;
+        });
+      });
 }
 
 extern "C" const char* TfMpConcatGpuErrorString(int error) {

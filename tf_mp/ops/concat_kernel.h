@@ -28,6 +28,15 @@ extern "C" {
 int TfMpConcatGpu(const void* const* inputs, const int64_t* row_bytes,
                   int num_inputs, int64_t rows, void* output, void* stream);
 
+// The same copy done on the host, element by element, through the very
+// function each GPU thread runs (with 64-bit indices) and the same chunk
+// choice and batching into launches: lets tools/gpu_check.py --emulate check
+// the kernel's index arithmetic on a machine without a GPU. Host pointers;
+// calls no CUDA API. Returns 0.
+int TfMpConcatHostEmulation(const void* const* inputs,
+                            const int64_t* row_bytes, int num_inputs,
+                            int64_t rows, void* output);
+
 // The text of a cudaError_t returned by TfMpConcatGpu.
 const char* TfMpConcatGpuErrorString(int error);
 
