@@ -1,6 +1,5 @@
 """The tiny tensor-parallel language model: equal to the unsplit model, placed, learns, bad input."""
 
-import math
 import os
 import tempfile
 

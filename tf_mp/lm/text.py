@@ -13,7 +13,7 @@ import dataclasses
 import os
 import string
 import sysconfig
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 

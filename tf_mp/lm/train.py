@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import weakref
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -34,7 +33,8 @@ class LMTrainer(Trainer):
 
   def __init__(self, model: TinyLM, learning_rate: float = 0.001, **kwargs):
     super().__init__(model, learning_rate, **kwargs)
-    self._eval_loss = tf.function(self._eval_loss_fn)
+    spec = tf.TensorSpec([None, None], tf.int32)
+    self._eval_loss = tf.function(self._eval_loss_fn, input_signature=[spec, spec])
 
   @property
   def input_units(self) -> int:
