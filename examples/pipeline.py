@@ -53,6 +53,7 @@ def main(argv):
   pipeline = tf_mp.build_pipeline(devices, config,
                                   num_micro_batches=FLAGS.micro_batches,
                                   remat=FLAGS.remat)
+  pipeline.check_batch_size(FLAGS.batch_size)  # Before anything is traced.
   trainer = tf_mp.Trainer(pipeline, FLAGS.learning_rate)
   print(tf_mp.pipeline_placement(pipeline, trainer), end='\n\n', flush=True)
 

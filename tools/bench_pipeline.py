@@ -41,8 +41,8 @@ flags.DEFINE_integer('batch_size', 2048, 'Examples per step (a multiple of every
 flags.DEFINE_integer('width', 256, 'Width of the input and of every hidden layer.')
 flags.DEFINE_integer('layers_per_stage', 4, 'Dense layers of --width in each stage.')
 flags.DEFINE_string('devices', 'cpu:0,cpu:1,cpu:2', 'One device per stage.')
-flags.DEFINE_integer('steps', 3, 'Timed steps per configuration per round.')
-flags.DEFINE_integer('rounds', 2, 'Interleaved rounds over all configurations.')
+flags.DEFINE_integer('steps', 2, 'Timed steps per configuration per round.')
+flags.DEFINE_integer('rounds', 5, 'Interleaved rounds over all configurations.')
 flags.DEFINE_integer('trace_steps', 2, 'Profiler-traced steps for the bubble.')
 flags.DEFINE_integer('intra_op_threads', 1,
                      'Threads one op may use (0: TensorFlow\'s default, all cores). '
