@@ -94,15 +94,24 @@ print('equal' if same else 'DIFFERENT')
     self.assertEqual(lines[0], str(want))
     self.assertEqual(lines[1], 'equal')
 
-  def test_gpu_check_compiles_links_and_reports_a_missing_gpu(self):
+  def test_gpu_check_compiles_links_emulates_and_reports_a_missing_gpu(self):
     with tempfile.TemporaryDirectory() as tmp:
-      proc = subprocess.run(
-          [sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'),
-           '--build_dir', tmp], capture_output=True, text=True, timeout=300,
-          cwd=ROOT)
+      def gpu_check(*args):
+        return subprocess.run(
+            [sys.executable, os.path.join(ROOT, 'tools', 'gpu_check.py'),
+             '--build_dir', tmp, *args], capture_output=True, text=True,
+            timeout=300, cwd=ROOT)
+      proc = gpu_check()
       self.assertTrue(os.path.exists(os.path.join(tmp,
                                                   'libconcat_gpu_check.so')),
                       proc.stderr)
+      # The kernel's per-element code, chunking and batching, on the host.
+      emulated = gpu_check('--emulate')
+    self.assertEqual(emulated.returncode, 0, emulated.stdout + emulated.stderr)
+    self.assertIn('all equal', emulated.stdout)
+    rows = [l for l in emulated.stdout.splitlines()
+            if l.split()[-4:] == ['equal'] * 4]  # one column per dtype
+    self.assertLen(rows, 9, emulated.stdout)
     if HAS_GPU:
       self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
       self.assertIn('all equal', proc.stdout)
