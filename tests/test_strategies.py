@@ -49,6 +49,12 @@ class DeviceGroupsTest(parameterized.TestCase):
     groups = tf_mp.parse_device_groups(spec)
     self.assertEqual(groups, [[cpu(k) for k in group] for group in want])
 
+  def test_none_without_placement(self):
+    layout = tf_mp.create_strategy('none', None)
+    self.assertFalse(layout.distributed)
+    self.assertEqual(layout.num_replicas, 1)
+    self.assertEqual([m.device for m in layout.build_model().sub_models], [None] * 3)
+
   def test_tf_config_parsed(self):
     task = tf_mp.parse_tf_config(json.dumps(GOOD_TF_CONFIG))
     self.assertEqual((task.task_type, task.task_index, task.num_workers),

@@ -17,8 +17,9 @@ from tf_mp.pipeline_report import (BalanceReport, DeviceTimeReport,
                                      balance_report, device_time_report,
                                      pipeline_placement)
 from tf_mp.sub_models import SubModel, sub_model_1, sub_model_2, sub_model_3
-from tf_mp.strategies import (STRATEGIES, StrategyLayout, create_strategy,
-                               parse_device_groups, parse_tf_config)
+from tf_mp.strategies import (STRATEGIES, StrategyLayout, WorkerLostError,
+                               create_strategy, parse_device_groups,
+                               parse_tf_config)
 from tf_mp.tf1_checkpoint import load_tf1_checkpoint, save_tf1_checkpoint
 from tf_mp.trainer import Trainer, TrainResult, sparse_softmax_loss
 from tf_mp import lm
@@ -34,7 +35,7 @@ __all__ = [
     'export_saved_model', 'load_npz', 'placement_report', 'resolve_devices',
     'sparse_softmax_loss', 'sub_model_1', 'sub_model_2', 'sub_model_3',
     'synthetic_data', 'STRATEGIES', 'StrategyLayout', 'TrainingCheckpoints',
-    'create_strategy', 'parse_device_groups', 'parse_tf_config',
+    'create_strategy', 'parse_device_groups', 'parse_tf_config', 'WorkerLostError',
     'BalanceReport', 'DeviceTimeReport', 'Pipeline', 'PipelineConfig',
     'PipelineStage', 'balance_report', 'build_pipeline', 'device_time_report',
     'pipeline_placement', 'pipeline_stage', 'lm', 'LMConfig', 'LMTrainer',

@@ -114,8 +114,9 @@ class StrategyLayout:
 
   def build_model(self, config: Optional[ModelConfig] = None):
     """`tf_mp.build_model` on the first group, variables created under `scope()`."""
+    devices = list(self.groups[0]) if any(self.groups[0]) else None
     with self.scope():
-      return build_model(list(self.groups[0]), config)
+      return build_model(devices, config)
 
   def local_replica(self, replica_id: int) -> int:
     """The index into `groups` of the replica with this global id."""
