@@ -257,7 +257,7 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
     shutil.copyfile(os.path.join(build_lib.OPS_DIR, build_lib.CPU_LIBRARY),
                     os.path.join(self.dir, 'renamed_concat_op.so'))
     self.assert_warns_once_and_falls_back(
-        r'_concat_op\.so not found \(renamed or deleted')
+        r'_concat_op(_gpu)?\.so not found \(renamed or deleted')
 
   def test_built_for_another_tensorflow(self):
     self.use(tf_version='2.0.0')
@@ -269,9 +269,11 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
 
   def test_library_that_does_not_load(self):
     self.use()
-    with open(os.path.join(self.dir, build_lib.CPU_LIBRARY), 'wb') as f:
-      f.write(b'not an ELF file')
-    self.assert_warns_once_and_falls_back(r'loading .*_concat_op\.so failed')
+    for name in (build_lib.CPU_LIBRARY, build_lib.GPU_LIBRARY):
+      with open(os.path.join(self.dir, name), 'wb') as f:
+        f.write(b'not an ELF file')
+    self.assert_warns_once_and_falls_back(
+        r'loading .*_concat_op(_gpu)?\.so failed')
 
   def test_required_by_the_environment_raises(self):
     self.use()
