@@ -16,7 +16,9 @@ loader (`tf_mp/ops/concat.py`) refuses a library built for another version.
 Compile flags come from `tf.sysconfig`; no `-std` of our own is added.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -155,6 +157,19 @@ def read_build_info(ops_dir: str = OPS_DIR) -> Optional[dict]:
     return None
 
 
+@contextlib.contextmanager
+def _exclusive():
+  """Serialises builds of this checkout across processes (parallel tests)."""
+  name = hashlib.sha256(OPS_DIR.encode()).hexdigest()[:16]
+  path = os.path.join(tempfile.gettempdir(), f'tf_mp_ops_{name}.lock')
+  with open(path, 'w', encoding='utf-8') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def build(cuda: str = 'auto', force: bool = False,
           verbose: bool = False) -> BuildResult:
   """Builds the libraries into `tf_mp/ops/` unless they are up to date.
@@ -174,6 +189,11 @@ def build(cuda: str = 'auto', force: bool = False,
   """
   if cuda not in ('auto', 'yes', 'no'):
     raise TfMpError(f'cuda={cuda!r} is not one of "auto", "yes", "no"')
+  with _exclusive():
+    return _build(cuda, force, verbose)
+
+
+def _build(cuda: str, force: bool, verbose: bool) -> BuildResult:
   cxx_name = os.environ.get('CXX', 'c++')
   cxx = shutil.which(cxx_name) or cxx_name
   compile_flags = list(tf.sysconfig.get_compile_flags())
