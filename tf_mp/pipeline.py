@@ -214,7 +214,9 @@ class Pipeline(tf.Module):
         one on the device they are given.
       devices: one device per stage (fewer are used round-robin), `'auto'`, or
         None to keep each module's own device. A built module's device must
-        match the device asked for it.
+        match the device asked for it; a module built without a device
+        computes on the device asked for, but its variables stay where they
+        were created (pass a callable to have them created there too).
       num_micro_batches: M >= 1; every batch size must be a multiple of M.
       remat: recompute each stage's activations in the backward pass.
       name: the module name.
