@@ -11,15 +11,12 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from strategy_testing import assert_weights_match, fresh_seed
 import tf_mp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIAL = os.path.join(ROOT, 'examples', 'tutorial.py')
 THREE = 'cpu:0,cpu:1,cpu:2'
-
-
-def fresh_seed() -> int:
-  return int(np.random.SeedSequence().entropy % (2**31))
 
 
 def new_trainer(seed: int, kind: str = 'none', devices: str = THREE):
@@ -152,9 +149,12 @@ class CheckpointTest(parameterized.TestCase, tf.test.TestCase):
         trainer.fit(x, y, steps=30, batch_size=32)
         self.assertAllClose(saved.model(probe), trainer.model(probe), atol=1e-5,
                             rtol=0, msg=f'{kind}, seed {seed}')
-        for name, value in state(saved).items():
-          self.assertAllClose(value, state(trainer)[name], atol=1e-5, rtol=1e-5,
-                              msg=f'{name} {kind}, seed {seed}')
+        weights = [{v.name: v.numpy() for v in t.model.trainable_variables}
+                   for t in (saved, trainer)]
+        assert_weights_match(*weights, f'{kind}, seed {seed}')
+        for name, slot in saved.optimizer.slots().items():
+          self.assertAllClose(slot.numpy(), trainer.optimizer.slots()[name].numpy(),
+                              atol=1e-5, rtol=1e-5, msg=f'{name} {kind}, seed {seed}')
 
 
 class CrashTest(tf.test.TestCase):

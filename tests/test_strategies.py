@@ -10,18 +10,14 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from strategy_testing import assert_weights_match, fresh_seed
 import tf_mp
-from tf_mp import strategies
 
 GROUPS = 'cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5'
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIAL = os.path.join(ROOT, 'examples', 'tutorial.py')
 GOOD_TF_CONFIG = {'cluster': {'worker': ['127.0.0.1:2222', '127.0.0.1:2223']},
                   'task': {'type': 'worker', 'index': 1}}
-
-
-def fresh_seed() -> int:
-  return int(np.random.SeedSequence().entropy % (2**31))
 
 
 def cpu(k: int) -> str:
@@ -148,6 +144,37 @@ class BadInputTest(parameterized.TestCase):
     self.assertStartsWith(lines[0], 'tutorial.py: error: ')
 
 
+class WeightsMatchTest(parameterized.TestCase):
+  """The cross-layout weight comparison accepts round-off and rejects real differences."""
+
+  @parameterized.named_parameters(
+      ('identical', {}, True),
+      ('all_within_atol', {'all': 9e-6}, True),
+      ('one_adam_outlier', {'one': 6.8e-5}, True),
+      ('too_many_outliers', {'four': 6.8e-5}, False),
+      ('one_large_difference', {'one': 1e-3}, False),
+      ('scalar_off', {'scalar': 2e-5}, False),
+  )
+  def test_assert_weights_match(self, change, matches):
+    rng = np.random.default_rng(fresh_seed())
+    expected = {'bias': rng.standard_normal(256).astype(np.float32),
+                'power': np.float32(0.9)}
+    actual = {k: np.array(v, copy=True) for k, v in expected.items()}
+    if 'all' in change:
+      actual['bias'] += change['all']
+    if 'one' in change:
+      actual['bias'][7] += change['one']
+    if 'four' in change:
+      actual['bias'][:4] += change['four']
+    if 'scalar' in change:
+      actual['power'] = actual['power'] + np.float32(change['scalar'])
+    if matches:
+      assert_weights_match(expected, actual, 'test')
+    else:
+      with self.assertRaises(AssertionError):
+        assert_weights_match(expected, actual, 'test')
+
+
 def _weights(model) -> dict:
   return {v.name: v.numpy() for v in model.trainable_variables}
 
@@ -170,9 +197,8 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
     self.assertAllClose([l for _, l in result_1.logged],
                         [l for _, l in result_2.logged], atol=1e-5, rtol=0,
                         msg=f'seed {seed}')
-    for name, value in _weights(single.model).items():
-      self.assertAllClose(value, _weights(replicated.model)[name], atol=1e-5,
-                          rtol=0, msg=f'{name}, seed {seed}')
+    assert_weights_match(_weights(single.model), _weights(replicated.model),
+                         f'seed {seed}')
     for name, slot in single.optimizer.slots().items():
       self.assertAllClose(slot.numpy(), replicated.optimizer.slots()[name].numpy(),
                           atol=1e-5, rtol=1e-5, msg=f'{name}, seed {seed}')
@@ -196,9 +222,8 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
       y = rng.integers(0, 10, 32).astype(np.int32)
       self.assertAllClose(single.train_step(x, y), replicated.train_step(x, y),
                           atol=1e-5, rtol=0, msg=f'seed {seed}')
-    for name, value in _weights(single.model).items():
-      self.assertAllClose(value, _weights(replicated.model)[name], atol=1e-5,
-                          rtol=0, msg=f'{name}, seed {seed}')
+    assert_weights_match(_weights(single.model), _weights(replicated.model),
+                         f'seed {seed}')
 
   def test_each_replica_computes_on_its_own_group(self):
     layout = tf_mp.create_strategy('mirrored', GROUPS)

@@ -17,15 +17,12 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from strategy_testing import assert_weights_match, fresh_seed
 import tf_mp
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'strategy_worker.py')
 START_AND_TRAIN_S = 240  # Bound on one run of a worker (start-up included).
 COLLECTIVE_TIMEOUT_S = 5
-
-
-def fresh_seed() -> int:
-  return int(np.random.SeedSequence().entropy % (2**31))
 
 
 def free_ports(count: int) -> list:
@@ -87,10 +84,9 @@ class MultiWorkerTest(tf.test.TestCase):
   def assert_workers_match(self, run: str, seed: int, steps: int):
     weights = [np.load(os.path.join(self.dir, f'{run}_{i}.npz')) for i in range(2)]
     expected = self.single_process_weights(seed, steps)
-    for name, value in expected.items():
+    for name in expected:
       self.assertAllEqual(weights[0][name], weights[1][name], msg=f'{name}, seed {seed}')
-      self.assertAllClose(value, weights[0][name], atol=1e-5, rtol=0,
-                          msg=f'{name}, seed {seed}')
+    assert_weights_match(expected, dict(weights[0]), f'seed {seed}')
 
   def test_two_workers_equal_one_process_on_the_combined_batches(self):
     seed = fresh_seed()
