@@ -54,6 +54,7 @@ class WorkerLostError(TfMpError):
         'same command to resume from the last checkpoint')
     self.step = step
 
+
 GroupSpec = Union[None, str, Sequence[str], Sequence[Sequence[str]]]
 
 
@@ -366,15 +367,24 @@ def create_strategy(kind: str = 'none',
   # Collectives must be configured before the runtime starts, and checking
   # devices starts it: create the logical CPUs, then the strategy, then check.
   if isinstance(devices, str) and devices.strip().lower() == 'auto':
-    if not tf.config.list_physical_devices('GPU'):
+    gpus = tf.config.list_physical_devices('GPU')
+    if not gpus:
       ensure_logical_cpus(group_size)
+    first = '/device:GPU:0' if gpus else '/device:CPU:0'
   elif devices is not None:
-    _make_cpus_for(split_device_list(devices) if isinstance(devices, str) else devices)
+    names = split_device_list(devices) if isinstance(devices, str) else list(devices)
+    _make_cpus_for(names)
+    first = canonical_device(names[0]) if names else None
+  else:
+    first = None
   options = tf.distribute.experimental.CommunicationOptions(
       timeout_seconds=collective_timeout or None)
+  # One replica per worker: its lead device is GPU:0 when the group starts
+  # there, else the worker's CPU (the strategy counts accelerators from this).
   resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
       tf.train.ClusterSpec(task.cluster), task_type=task.task_type,
-      task_id=task.task_index, rpc_layer='grpc')
+      task_id=task.task_index, rpc_layer='grpc',
+      num_accelerators={'GPU': 1} if first == '/device:GPU:0' else None)
   strategy = tf.distribute.MultiWorkerMirroredStrategy(
       cluster_resolver=resolver, communication_options=options)
   group = resolve_devices(devices, group_size)
