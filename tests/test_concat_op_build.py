@@ -94,6 +94,42 @@ print('equal' if same else 'DIFFERENT')
     self.assertEqual(lines[0], str(want))
     self.assertEqual(lines[1], 'equal')
 
+  def test_cuda_probe(self):
+    info = build_lib.read_build_info()
+    problem = concat_lib.probe_cuda(
+        os.path.join(build_lib.OPS_DIR, info['gpu_probe']))
+    if HAS_GPU:
+      self.assertIsNone(problem)
+    else:  # no driver here: the runtime says so, and the loader can tell
+      self.assertRegex(problem, r'^CUDA runtime error \d+: \S.*')
+
+  def test_gpu_seen_but_cuda_unusable_loads_the_cpu_library(self):
+    if HAS_GPU:
+      self.skipTest('the CUDA runtime works here')
+    # A separate process: the op library can be loaded once per process.
+    proc = run_python('''
+import warnings
+from unittest import mock
+import tensorflow as tf
+from tf_mp.ops import concat
+real = tf.config.list_physical_devices
+fake = lambda kind=None: ['a GPU'] if kind == 'GPU' else real(kind)
+with mock.patch.object(tf.config, 'list_physical_devices', fake):
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    library = concat.OpLibrary()
+    library.load(required=True)
+print(library.path)
+print(len(caught), caught[0].message if caught else '')
+''')
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    path, warning = proc.stdout.splitlines()[-2:]
+    self.assertEqual(path, os.path.join(build_lib.OPS_DIR,
+                                        build_lib.CPU_LIBRARY))
+    self.assertRegex(warning, r'^1 tf_mp: the CUDA kernel of the custom concat '
+                     r'op cannot run \(CUDA runtime error \d+: .+\); using '
+                     r'its CPU kernel only')
+
   def test_gpu_check_compiles_links_emulates_and_reports_a_missing_gpu(self):
     with tempfile.TemporaryDirectory() as tmp:
       def gpu_check(*args):

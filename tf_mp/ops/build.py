@@ -35,6 +35,9 @@ OPS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(os.path.dirname(OPS_DIR))
 CPU_LIBRARY = '_concat_op.so'
 GPU_LIBRARY = '_concat_op_gpu.so'
+# The CUDA kernel alone (no TensorFlow): the loader asks it whether the CUDA
+# runtime works with the installed driver before loading GPU_LIBRARY.
+GPU_PROBE = '_concat_gpu_probe.so'
 BUILD_INFO = 'build_info.json'
 SOURCES = ('concat_op.cc', 'concat_kernel.cu', 'concat_kernel.h', 'build.py')
 
@@ -220,7 +223,9 @@ def _build(cuda: str, force: bool, verbose: bool) -> BuildResult:
   info = read_build_info()
   if (not force and info and info.get('fingerprint') == key and
       os.path.exists(cpu_path) and
-      (not info.get('gpu_library') or os.path.exists(gpu_path))):
+      (not info.get('gpu_library') or
+       (os.path.exists(gpu_path) and
+        os.path.exists(os.path.join(OPS_DIR, GPU_PROBE))))):
     return BuildResult(cpu_path, gpu_path if info['gpu_library'] else None,
                        info['gpu_reason'], True, info)
 
@@ -258,13 +263,21 @@ def _build(cuda: str, force: bool, verbose: bool) -> BuildResult:
         raise BuildError(f'{next(iter(failures.values()))}\nThe CPU kernel '
                          'was built; `make ops CUDA=no` builds it alone.')
       gpu_tmp = os.path.join(tmp, GPU_LIBRARY)
-      _finish(_start([nvcc, '-shared', '--cudart=static', op_object,
-                      kernel_object, '-o', gpu_tmp, *link_flags]),
-              'GPU library link (nvcc)', verbose)
+      probe_tmp = os.path.join(tmp, GPU_PROBE)
+      links = [(_start([nvcc, '-shared', '--cudart=static', op_object,
+                        kernel_object, '-o', gpu_tmp, *link_flags]),
+                'GPU library link (nvcc)'),
+               (_start([nvcc, '-shared', '--cudart=static', kernel_object,
+                        '-o', probe_tmp]), 'GPU probe link (nvcc)')]
+      for process, what in links:
+        _finish(process, what, verbose)
+      _install(probe_tmp, os.path.join(OPS_DIR, GPU_PROBE))
       _install(gpu_tmp, gpu_path)
       gpu_built = True
-    elif os.path.exists(gpu_path):
-      os.remove(gpu_path)  # stale: built from other sources or TensorFlow
+    else:
+      for stale in (gpu_path, os.path.join(OPS_DIR, GPU_PROBE)):
+        if os.path.exists(stale):
+          os.remove(stale)  # built from other sources or another TensorFlow
 
   info = {
       'fingerprint': key,
@@ -272,6 +285,7 @@ def _build(cuda: str, force: bool, verbose: bool) -> BuildResult:
       'tf_git_version': tf.version.GIT_VERSION,
       'cpu_library': CPU_LIBRARY,
       'gpu_library': GPU_LIBRARY if gpu_built else None,
+      'gpu_probe': GPU_PROBE if gpu_built else None,
       'gpu_reason': gpu_reason,
       'compiler': cxx,
       'compile_flags': compile_flags,

@@ -15,6 +15,7 @@ Either path gives bit-for-bit the same result (a concat only moves bytes), and
 the gradient of the custom op is `tf.split` of the incoming gradient.
 """
 
+import ctypes
 import os
 import threading
 import warnings
@@ -60,7 +61,9 @@ class OpLibrary:
 
   The first `load` decides, and the answer (the module or the reason it is not
   usable) is kept for the life of the object. The GPU library is preferred when
-  TensorFlow sees a GPU and it was built; otherwise the CPU library.
+  it was built, TensorFlow sees a GPU and the CUDA runtime it links works with
+  the installed driver; otherwise the CPU library (with a warning when a GPU is
+  there but the CUDA kernel cannot run).
   """
 
   def __init__(self, ops_dir: str = build_lib.OPS_DIR):
@@ -113,7 +116,15 @@ class OpLibrary:
                          f'running {running[0]} ({running[1]}); rebuild it')
     name = info.get('cpu_library') or build_lib.CPU_LIBRARY
     if info.get('gpu_library') and tf.config.list_physical_devices('GPU'):
-      name = info['gpu_library']
+      problem = probe_cuda(os.path.join(
+          self.ops_dir, info.get('gpu_probe') or build_lib.GPU_PROBE))
+      if problem is None:
+        name = info['gpu_library']
+      else:
+        warnings.warn(
+            f'tf_mp: the CUDA kernel of the custom concat op cannot run '
+            f'({problem}); using its CPU kernel only (TensorFlow moves '
+            'GPU-placed concats to the CPU).', RuntimeWarning, stacklevel=5)
     path = os.path.join(self.ops_dir, name)
     if not os.path.isfile(path):
       raise _LoadFailure(f'{path} not found (renamed or deleted after the '
@@ -126,6 +137,24 @@ class OpLibrary:
     _register_gradient()
     self.path = path
     return module
+
+
+def probe_cuda(probe_path: str) -> Optional[str]:
+  """None when the CUDA kernel's runtime finds a GPU; else why not.
+
+  The probe library is the CUDA kernel alone, without TensorFlow, so loading
+  it registers nothing; its CUDA runtime is the one the GPU library links.
+  """
+  try:
+    probe = ctypes.CDLL(probe_path)
+  except OSError as e:
+    return f'{probe_path} does not load: {e}'
+  probe.TfMpConcatGpuErrorString.restype = ctypes.c_char_p
+  error = probe.TfMpConcatGpuProbe()
+  if error:
+    text = probe.TfMpConcatGpuErrorString(error).decode()
+    return f'CUDA runtime error {error}: {text}'
+  return None
 
 
 _LIBRARY = OpLibrary()

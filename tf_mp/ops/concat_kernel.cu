@@ -220,6 +220,13 @@ extern "C" int TfMpConcatHostEmulation(const void* const* inputs,
       });
 }
 
+extern "C" int TfMpConcatGpuProbe() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) return status;
+  return count > 0 ? cudaSuccess : cudaErrorNoDevice;
+}
+
 extern "C" const char* TfMpConcatGpuErrorString(int error) {
   return cudaGetErrorString(static_cast<cudaError_t>(error));
 }

@@ -37,7 +37,13 @@ int TfMpConcatHostEmulation(const void* const* inputs,
                             const int64_t* row_bytes, int num_inputs,
                             int64_t rows, void* output);
 
-// The text of a cudaError_t returned by TfMpConcatGpu.
+// 0 when this CUDA runtime (linked statically, so of nvcc's version) finds a
+// GPU through the installed driver; else the cudaError_t, e.g.
+// cudaErrorInsufficientDriver for a driver older than the runtime. The loader
+// calls it (from a library without TensorFlow) before choosing the GPU build.
+int TfMpConcatGpuProbe(void);
+
+// The text of a cudaError_t returned by TfMpConcatGpu or TfMpConcatGpuProbe.
 const char* TfMpConcatGpuErrorString(int error);
 
 #ifdef __cplusplus
