@@ -9,7 +9,7 @@ lives, last a one-line summary.
   python examples/tutorial.py                      # the document's run
   python examples/tutorial.py --devices cpu:0,cpu:1,cpu:2 --steps 500
   python examples/tutorial.py --data my.npz --export_dir /tmp/model
-  python examples/tutorial.py --strategy mirrored \
+  python examples/tutorial.py --strategy mirrored \\
       --devices "cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5" --checkpoint_dir /tmp/ckpt
 """
 
@@ -33,7 +33,9 @@ flags.DEFINE_float('learning_rate', 0.001, 'Adam learning rate.')
 flags.DEFINE_string('devices', 'auto',
                     'One device per sub-model, e.g. "cpu:0,cpu:1,cpu:2" or '
                     '"gpu:0,gpu:1,gpu:2"; "auto" uses the GPUs, else three '
-                    'logical CPU devices.')
+                    'logical CPU devices. With --strategy mirrored: device '
+                    'groups, e.g. "cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5" (two '
+                    'replicas); "auto" makes groups of three of what exists.')
 flags.DEFINE_integer('seed', 0, 'Seed of the synthetic data and the initial weights.')
 flags.DEFINE_string('data', None,
                     'A .npz with x [n, 128] float32 and y [n] integer labels in '
