@@ -8,8 +8,6 @@ import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
 import tf_mp  # pylint: disable=g-import-not-at-top
 
 NUM_LOGICAL_CPUS = 6

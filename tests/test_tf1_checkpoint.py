@@ -234,7 +234,7 @@ class LoadTest(parameterized.TestCase):
 
   def test_checkpoint_without_adam_state_leaves_the_optimizer(self):
     seed = self.seed
-    source_model, source_trainer = self.source_model, self.source_trainer
+    source_model = self.source_model
     prefix = write_checkpoint(
         os.path.join(temp_dir(self), 'model'),
         {variable_name(v): v.numpy() for v in source_model.variables})

@@ -1,5 +1,6 @@
 """tf_mp: the model-parallel example of the source document, in TensorFlow 2."""
 
+from tf_mp import lm
 from tf_mp.adam import Adam
 from tf_mp.checkpoints import TrainingCheckpoints
 from tf_mp.data import batch_indices, check_arrays, load_npz, synthetic_data
@@ -8,36 +9,47 @@ from tf_mp.devices import (available_devices, canonical_device,
                            ensure_logical_cpus, resolve_devices)
 from tf_mp.errors import TfMpError, TrainingDivergedError
 from tf_mp.export import check_export_dir, export_saved_model
+from tf_mp.lm import LMConfig, LMTrainer, TinyLM, build_lm
 from tf_mp.model import ConcatModel, ModelConfig, SubModelConfig, build_model
 from tf_mp.ops import custom_concat_available, fused_concat
-from tf_mp.placement import PlacementReport, placement_report
 from tf_mp.pipeline import (Pipeline, PipelineConfig, PipelineStage,
-                              build_pipeline, pipeline_stage)
+                            build_pipeline, pipeline_stage)
 from tf_mp.pipeline_report import (BalanceReport, DeviceTimeReport,
-                                     balance_report, device_time_report,
-                                     pipeline_placement)
-from tf_mp.sub_models import SubModel, sub_model_1, sub_model_2, sub_model_3
+                                   balance_report, device_time_report,
+                                   pipeline_placement)
+from tf_mp.placement import PlacementReport, placement_report
 from tf_mp.strategies import (STRATEGIES, StrategyLayout, WorkerLostError,
-                               create_strategy, parse_device_groups,
-                               parse_tf_config)
+                              create_strategy, parse_device_groups,
+                              parse_tf_config)
+from tf_mp.sub_models import SubModel, sub_model_1, sub_model_2, sub_model_3
 from tf_mp.tf1_checkpoint import load_tf1_checkpoint, save_tf1_checkpoint
 from tf_mp.trainer import Trainer, TrainResult, sparse_softmax_loss
-from tf_mp import lm
-from tf_mp.lm import LMConfig, LMTrainer, TinyLM, build_lm
 
 __version__ = '0.1.0'
 
 __all__ = [
-    'Adam', 'ConcatModel', 'Dense', 'ModelConfig', 'PlacementReport', 'SubModel',
-    'SubModelConfig', 'TfMpError', 'load_tf1_checkpoint', 'save_tf1_checkpoint', 'TrainResult', 'Trainer',
-    'TrainingDivergedError', 'available_devices', 'batch_indices',
-    'build_model', 'canonical_device', 'check_arrays', 'check_export_dir', 'ensure_logical_cpus',
-    'export_saved_model', 'load_npz', 'placement_report', 'resolve_devices',
-    'sparse_softmax_loss', 'sub_model_1', 'sub_model_2', 'sub_model_3',
-    'synthetic_data', 'STRATEGIES', 'StrategyLayout', 'TrainingCheckpoints',
-    'create_strategy', 'parse_device_groups', 'parse_tf_config', 'WorkerLostError',
-    'BalanceReport', 'DeviceTimeReport', 'Pipeline', 'PipelineConfig',
-    'PipelineStage', 'balance_report', 'build_pipeline', 'device_time_report',
-    'pipeline_placement', 'pipeline_stage', 'lm', 'LMConfig', 'LMTrainer',
-    'TinyLM', 'build_lm', 'custom_concat_available', 'fused_concat'
+    # The document's model and its training.
+    'ConcatModel', 'Dense', 'ModelConfig', 'SubModel', 'SubModelConfig',
+    'build_model', 'sub_model_1', 'sub_model_2', 'sub_model_3',
+    'Adam', 'Trainer', 'TrainResult', 'sparse_softmax_loss',
+    # Devices and where things live.
+    'available_devices', 'canonical_device', 'ensure_logical_cpus',
+    'resolve_devices', 'PlacementReport', 'placement_report',
+    # Data, export, checkpoints.
+    'batch_indices', 'check_arrays', 'load_npz', 'synthetic_data',
+    'check_export_dir', 'export_saved_model', 'TrainingCheckpoints',
+    'load_tf1_checkpoint', 'save_tf1_checkpoint',
+    # Errors.
+    'TfMpError', 'TrainingDivergedError', 'WorkerLostError',
+    # tf.distribute strategies.
+    'STRATEGIES', 'StrategyLayout', 'create_strategy', 'parse_device_groups',
+    'parse_tf_config',
+    # The optional custom concat op.
+    'custom_concat_available', 'fused_concat',
+    # The pipeline form.
+    'Pipeline', 'PipelineConfig', 'PipelineStage', 'build_pipeline',
+    'pipeline_stage', 'BalanceReport', 'DeviceTimeReport', 'balance_report',
+    'device_time_report', 'pipeline_placement',
+    # The tiny language model.
+    'lm', 'LMConfig', 'LMTrainer', 'TinyLM', 'build_lm',
 ]

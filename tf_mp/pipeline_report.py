@@ -22,8 +22,6 @@ are not used.
 """
 
 import dataclasses
-import glob
-import os
 import re
 import statistics
 import tempfile
@@ -34,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.dense import device_scope
+from tf_mp import profiling
 from tf_mp.errors import TfMpError
 from tf_mp.pipeline import Pipeline, PipelineStage
 from tf_mp.placement import PartPlacement, PlacementReport
@@ -362,43 +361,6 @@ class DeviceTimeReport:
     ])
 
 
-def _load_xspace(logdir: str):
-  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
-  files = sorted(glob.glob(os.path.join(logdir, '**', '*.xplane.pb'), recursive=True),
-                 key=os.path.getmtime)
-  if not files:
-    raise TfMpError(f'the profiler wrote no .xplane.pb under {logdir}')
-  space = xplane_pb2.XSpace()
-  with open(files[-1], 'rb') as f:
-    space.ParseFromString(f.read())
-  return space
-
-
-def _trace_events(space) -> List[Tuple[str, float, float]]:
-  """(event name, start ns, end ns) of every host-plane event."""
-  events = []
-  for plane in space.planes:
-    if not plane.name.startswith('/host:'):
-      continue
-    names = {k: v.name for k, v in plane.event_metadata.items()}
-    for line in plane.lines:
-      for event in line.events:
-        start = line.timestamp_ns + event.offset_ps / 1e3
-        events.append((names.get(event.metadata_id, ''), start,
-                       start + event.duration_ps / 1e3))
-  return events
-
-
-def _union_ns(intervals: List[Tuple[float, float]]) -> float:
-  total, end = 0.0, -float('inf')
-  for a, b in sorted(intervals):
-    if b <= end:
-      continue
-    total += b - max(a, end)
-    end = b
-  return total
-
-
 def _attribute(op_name: str, op_devices: Dict[str, str],
                stage_patterns: List[Tuple[re.Pattern, str]]) -> Optional[str]:
   name = op_name
@@ -477,7 +439,7 @@ def device_time_report(pipeline: Pipeline,
       forward_backward(features, labels)
   finally:
     tf.profiler.experimental.stop()
-  events = _trace_events(_load_xspace(logdir))
+  events = profiling.host_events(profiling.load_trace(logdir))
   if owned:
     import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(logdir, ignore_errors=True)
@@ -509,7 +471,7 @@ def device_time_report(pipeline: Pipeline,
       per_device[device].append((start, end))
       count[device] += 1
     for d in devices:
-      busy[d] += _union_ns(per_device[d])
+      busy[d] += profiling.union_duration(per_device[d])
   n = len(windows)
   window_ms = sum(b - a for a, b in windows) / n / 1e6
   rows = [

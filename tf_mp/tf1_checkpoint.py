@@ -14,7 +14,7 @@ value is read before the first variable is assigned.
 
 import json
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf

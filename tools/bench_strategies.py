@@ -48,7 +48,7 @@ def run_child(kind: str) -> dict:
   """In a child process: trains, times, profiles; returns the figures."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_mp  # pylint: disable=g-import-not-at-top
-  from tf_mp.pipeline_report import _load_xspace, _trace_events, _union_ns  # pylint: disable=g-import-not-at-top
+  from tf_mp import profiling  # pylint: disable=g-import-not-at-top
 
   tf.get_logger().setLevel('ERROR')
   logging.set_verbosity(logging.WARNING)
@@ -68,7 +68,7 @@ def run_child(kind: str) -> dict:
                 batch_size=FLAGS.batch_size, log_every=big)
   finally:
     tf.profiler.experimental.stop()
-  events = _trace_events(_load_xspace(trace_dir))
+  events = profiling.host_events(profiling.load_trace(trace_dir))
   shutil.rmtree(trace_dir, ignore_errors=True)
   # The window: the executions of the many-steps function.
   calls = [(a, b) for name, a, b in events
@@ -81,8 +81,8 @@ def run_child(kind: str) -> dict:
       'replicas': layout.num_replicas,
       'steps_per_s': timed.steps_per_second,
       'examples_per_s': timed.steps_per_second * FLAGS.batch_size,
-      'allreduce_ms_per_step': _union_ns(collectives) / 1e6 / FLAGS.profile_steps,
-      'profiled_ms_per_step': _union_ns(calls) / 1e6 / FLAGS.profile_steps,
+      'allreduce_ms_per_step': profiling.union_duration(collectives) / 1e6 / FLAGS.profile_steps,
+      'profiled_ms_per_step': profiling.union_duration(calls) / 1e6 / FLAGS.profile_steps,
   }
 
 
