@@ -6,16 +6,22 @@ order, equal to about 1e-7 relative. Losses and logits stay that close. Adam,
 though, divides each gradient by its own running magnitude: for the rare weight
 whose gradient is a near-cancelling sum (a bias of a unit that is barely
 active), a 1e-7 difference in that sum can change its update by up to the
-learning rate (1e-3). Seen once in about ten 120-step runs: 1 of 256 elements
-of one bias off by 6.8e-5. So weights are compared element by element within
-`ATOL`, allowing a small fraction `OUTLIERS` of elements up to `OUTLIER_ATOL`.
+learning rate (1e-3). The same happens when a ReLU input within rounding of
+zero flips for one example: that unit's whole kernel column gets another
+gradient. Seen: 1 of 256 elements of one bias off by 6.8e-5 (once in about ten
+120-step runs); 123 of 32768 elements of a hidden kernel (one column) off by up
+to 8.4e-4 after 100 steps (once in about twenty runs). So weights are compared
+element by element within `ATOL`, allowing a small fraction `OUTLIERS` of
+elements up to `OUTLIER_ATOL` (two Adam steps). Where the two computations split
+the batch the same way (multi-worker against in-process mirrored), the tests
+demand bit-for-bit equality instead.
 """
 
 import numpy as np
 
 ATOL = 1e-5
 OUTLIERS = 0.01  # Fraction of a variable's elements allowed beyond ATOL.
-OUTLIER_ATOL = 5e-4  # Half an Adam step at learning rate 1e-3.
+OUTLIER_ATOL = 2e-3  # Two Adam steps at learning rate 1e-3.
 
 
 def fresh_seed() -> int:

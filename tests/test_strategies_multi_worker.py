@@ -74,19 +74,31 @@ class MultiWorkerTest(tf.test.TestCase):
     self.dir = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
 
-  def single_process_weights(self, seed: int, steps: int) -> dict:
-    """The same global batches in one process, no strategy."""
+  def single_process_weights(self, seed: int, steps: int, kind: str) -> dict:
+    """The same global batches in this one process: 'none', or 'mirrored' 2x3.
+
+    'mirrored' splits each global batch between two replicas exactly as the two
+    workers do (rows 0-31 and 32-63, gradients summed), so it must agree bit
+    for bit. 'none' sums the 64 rows in one matmul: equal up to float32
+    rounding (see strategy_testing.py).
+    """
     x, y = tf_mp.synthetic_data(seed)
-    model = tf_mp.build_model(['cpu:0', 'cpu:1', 'cpu:2'], tf_mp.ModelConfig(seed=seed))
-    tf_mp.Trainer(model).fit(x, y, steps=steps, batch_size=64)
-    return {v.name: v.numpy() for v in model.trainable_variables}
+    devices = {'none': 'cpu:0,cpu:1,cpu:2',
+               'mirrored': 'cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5'}[kind]
+    layout = tf_mp.create_strategy(kind, devices)
+    trainer = tf_mp.Trainer(layout.build_model(tf_mp.ModelConfig(seed=seed)),
+                            strategy=layout)
+    trainer.fit(x, y, steps=steps, batch_size=64)
+    return {v.name: v.numpy() for v in trainer.model.trainable_variables}
 
   def assert_workers_match(self, run: str, seed: int, steps: int):
     weights = [np.load(os.path.join(self.dir, f'{run}_{i}.npz')) for i in range(2)]
-    expected = self.single_process_weights(seed, steps)
-    for name in expected:
+    replicated = self.single_process_weights(seed, steps, 'mirrored')
+    for name in replicated:
       self.assertAllEqual(weights[0][name], weights[1][name], msg=f'{name}, seed {seed}')
-    assert_weights_match(expected, dict(weights[0]), f'seed {seed}')
+      self.assertAllEqual(weights[0][name], replicated[name], msg=f'{name}, seed {seed}')
+    assert_weights_match(self.single_process_weights(seed, steps, 'none'),
+                         dict(weights[0]), f'seed {seed}')
 
   def test_two_workers_equal_one_process_on_the_combined_batches(self):
     seed = fresh_seed()
