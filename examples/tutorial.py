@@ -91,13 +91,9 @@ def main(argv):
     print(tf_mp.placement_report(model, trainer), end='\n\n', flush=True)
   checkpoints = None
   if FLAGS.checkpoint_dir:
-    checkpoints = tf_mp.TrainingCheckpoints(
-        FLAGS.checkpoint_dir, trainer, is_chief=layout.is_chief,
-        worker_index=layout.task.task_index if layout.task else 0, log=print)
-    restored = checkpoints.restore()
-    if restored:
-      print(f'Resumed from {restored} at step {int(trainer.step.numpy())}',
-            flush=True)
+    checkpoints = tf_mp.resume_training(
+        FLAGS.checkpoint_dir, trainer, layout,
+        log=lambda line: print(line, flush=True))
   if int(trainer.step.numpy()) >= FLAGS.steps:
     print(f'Nothing to train: already at step {int(trainer.step.numpy())} of '
           f'{FLAGS.steps}')

@@ -46,12 +46,9 @@ def main(argv):
   trainer = tf_mp.Trainer(model, strategy=layout)
   checkpoints = None
   if FLAGS.checkpoint_dir:
-    checkpoints = tf_mp.TrainingCheckpoints(
-        FLAGS.checkpoint_dir, trainer, is_chief=layout.is_chief,
-        worker_index=layout.task.task_index if layout.task else 0, log=print)
-    restored = checkpoints.restore()
-    if restored:
-      print(f'Resumed from {restored} at step {int(trainer.step.numpy())}', flush=True)
+    checkpoints = tf_mp.resume_training(
+        FLAGS.checkpoint_dir, trainer, layout,
+        log=lambda line: print(line, flush=True))
   result = trainer.fit(x, y, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
               log_every=FLAGS.log_every,
               on_log=lambda s, l: print('Step:', s, 'Loss:', l, flush=True),

@@ -2,7 +2,7 @@
 
 from tf_mp import lm
 from tf_mp.adam import Adam
-from tf_mp.checkpoints import TrainingCheckpoints
+from tf_mp.checkpoints import TrainingCheckpoints, resume_training
 from tf_mp.data import batch_indices, check_arrays, load_npz, synthetic_data
 from tf_mp.dense import Dense
 from tf_mp.devices import (available_devices, canonical_device,
@@ -38,6 +38,7 @@ __all__ = [
     # Data, export, checkpoints.
     'batch_indices', 'check_arrays', 'load_npz', 'synthetic_data',
     'check_export_dir', 'export_saved_model', 'TrainingCheckpoints',
+    'resume_training',
     'load_tf1_checkpoint', 'save_tf1_checkpoint',
     # Errors.
     'TfMpError', 'TrainingDivergedError', 'WorkerLostError',

@@ -155,3 +155,26 @@ def _is_mismatch(error: Exception) -> bool:
   """A readable checkpoint of something else: missing objects, other shapes."""
   return isinstance(error, AssertionError) or (
       isinstance(error, ValueError) and 'shape' in str(error).lower())
+
+
+def resume_training(directory: str, trainer, layout=None,
+                    log: Callable[[str], None] = print) -> TrainingCheckpoints:
+  """Opens `directory` for this process's role and resumes from its newest checkpoint.
+
+  The one set-up the training programs share: the chief or a worker of
+  `layout` (a `tf_mp.StrategyLayout`, or None for one process), a restore, and
+  the one-line `Resumed from <path> at step N` when there was something to
+  resume.
+
+  Returns:
+    The `TrainingCheckpoints`, for `Trainer.fit(on_checkpoint=...save)`.
+  """
+  task = layout.task if layout is not None else None
+  checkpoints = TrainingCheckpoints(
+      directory, trainer, is_chief=layout.is_chief if layout is not None else True,
+      worker_index=task.task_index if task else 0, log=log)
+  restored = checkpoints.restore()
+  if restored:
+    log(f'Resumed from {restored} at step {int(trainer.step.numpy())}')
+  return checkpoints
+
