@@ -145,23 +145,30 @@ def check_devices_exist(names: Sequence[str],
                         as_written: Optional[Sequence[str]] = None) -> None:
   """Raises TfMpError naming the first device that does not exist locally."""
   existing = tf.config.list_logical_devices()
-  existing_specs = {_local_key(d.name) for d in existing}
+  existing_specs = {device_key(d.name) for d in existing}
   for i, name in enumerate(names):
     spec = tf.DeviceSpec.from_string(name)
     if spec.job not in (None, 'localhost'):
       continue  # A remote device: only the cluster can say.
-    if _local_key(name) not in existing_specs:
+    if device_key(name) not in existing_specs:
       shown = as_written[i] if as_written else name
       raise TfMpError(f'device {shown!r} does not exist; this machine has: '
                       f'{_names(existing)}')
 
 
-def _local_key(name: str) -> tuple:
+def device_key(name: str) -> tuple:
+  """`('CPU', 1)` for any spelling of CPU:1 (job and task ignored), to compare devices."""
   spec = tf.DeviceSpec.from_string(name)
   return (spec.device_type, spec.device_index or 0)
 
 
+def short_device_name(name: Optional[str], unplaced: str = '-') -> str:
+  """`'cpu:1'` for any spelling of CPU:1, as the reports print it; `unplaced` for None."""
+  if not name:
+    return unplaced
+  spec = tf.DeviceSpec.from_string(name)
+  return f'{spec.device_type.lower()}:{spec.device_index or 0}'
+
+
 def _names(devices) -> str:
-  return ', '.join(
-      f'{d.device_type.lower()}:{tf.DeviceSpec.from_string(d.name).device_index}'
-      for d in devices) or 'none'
+  return ', '.join(short_device_name(d.name) for d in devices) or 'none'

@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.dense import Dense, device_scope
-from tf_mp.devices import DeviceSpec, canonical_device, resolve_devices
+from tf_mp.devices import (DeviceSpec, canonical_device, resolve_devices,
+                           short_device_name)
 from tf_mp.errors import TfMpError
 from tf_mp.sub_models import check_features
 
@@ -164,10 +165,7 @@ def _positive_int(name: str, value) -> int:
 
 
 def _short(device: Optional[str]) -> str:
-  if not device:
-    return 'unplaced'
-  spec = tf.DeviceSpec.from_string(device)
-  return f'{spec.device_type.lower()}:{spec.device_index or 0}'
+  return short_device_name(device, unplaced='unplaced')
 
 
 class Pipeline(tf.Module):

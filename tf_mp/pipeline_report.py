@@ -31,19 +31,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tf_mp.dense import device_scope
 from tf_mp import profiling
+from tf_mp.dense import device_scope
+from tf_mp.devices import device_key, short_device_name
 from tf_mp.errors import TfMpError
 from tf_mp.pipeline import Pipeline, PipelineStage
 from tf_mp.placement import PartPlacement, PlacementReport
 from tf_mp.trainer import Trainer, sparse_softmax_loss
-
-
-def _short(device: Optional[str]) -> str:
-  if not device:
-    return '-'
-  spec = tf.DeviceSpec.from_string(device)
-  return f'{spec.device_type.lower()}:{spec.device_index or 0}'
 
 
 def _check_pipeline(pipeline) -> None:
@@ -141,7 +135,7 @@ class BalanceReport:
 
   def __str__(self) -> str:
     header = ('stage', 'device', 'params', 'fwd FLOPs/example', f'fwd+bwd ms (batch {self.batch_size})')
-    rows = [header] + [(s.name, _short(s.device), f'{s.parameters:,}',
+    rows = [header] + [(s.name, short_device_name(s.device), f'{s.parameters:,}',
                         f'{s.flops_per_example:,}', f'{s.milliseconds:.3f}')
                        for s in self.stages]
     lines = ['Stage balance', _table(rows),
@@ -347,7 +341,7 @@ class DeviceTimeReport:
 
   def __str__(self) -> str:
     rows = [('device', 'stages', 'busy ms', 'idle ms', 'busy', 'idle (bubble)', 'ops')]
-    rows += [(_short(d.device), ','.join(d.stages), f'{d.busy_ms:.2f}',
+    rows += [(short_device_name(d.device), ','.join(d.stages), f'{d.busy_ms:.2f}',
               f'{d.idle_ms:.2f}', f'{d.busy_fraction:.2f}', f'{d.idle_fraction:.2f}',
               f'{d.ops:.0f}') for d in self.devices]
     return '\n'.join([
@@ -485,5 +479,4 @@ def device_time_report(pipeline: Pipeline,
 
 
 def _same_device(a: str, b: str) -> bool:
-  sa, sb = tf.DeviceSpec.from_string(a), tf.DeviceSpec.from_string(b)
-  return (sa.device_type, sa.device_index or 0) == (sb.device_type, sb.device_index or 0)
+  return device_key(a) == device_key(b)

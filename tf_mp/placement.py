@@ -4,8 +4,8 @@ import dataclasses
 from typing import List, Optional
 
 import numpy as np
-import tensorflow as tf
 
+from tf_mp.devices import device_key, short_device_name
 from tf_mp.trainer import Trainer
 
 
@@ -35,8 +35,8 @@ class PartPlacement:
     """True when the variables and the ops are all on the requested device."""
     if self.requested is None:
       return True
-    want = _device_key(self.requested)
-    return all(_device_key(d) == want
+    want = device_key(self.requested)
+    return all(device_key(d) == want
                for d in self.variable_devices + self.op_devices)
 
 
@@ -64,8 +64,8 @@ class PlacementReport:
   def __str__(self) -> str:
     header = ('part', 'requested', 'variables on', 'ops on', 'params', 'bytes')
     rows = [header] + [
-        (p.name, _short(p.requested), ','.join(map(_short, p.variable_devices)),
-         ','.join(map(_short, p.op_devices)) or '-', f'{p.parameters:,}',
+        (p.name, short_device_name(p.requested), ','.join(map(short_device_name, p.variable_devices)),
+         ','.join(map(short_device_name, p.op_devices)) or '-', f'{p.parameters:,}',
          f'{p.bytes:,}') for p in self.parts
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -73,24 +73,12 @@ class PlacementReport:
              for r in rows]
     if self.concat_op:
       kind = _CONCAT_KINDS.get(self.concat_op, self.concat_op)
-      on = ','.join(map(_short, self.concat_devices)) or '-'
+      on = ','.join(map(short_device_name, self.concat_devices)) or '-'
       lines.append(f'concat: {self.concat_op} ({kind}) on {on}')
     return 'Placement\n' + '\n'.join(lines)
 
 
 _CONCAT_KINDS = {'TfMpConcat': 'custom op', 'ConcatV2': 'tf.concat'}
-
-
-def _device_key(device: str):
-  spec = tf.DeviceSpec.from_string(device)
-  return (spec.device_type, spec.device_index or 0)
-
-
-def _short(device: Optional[str]) -> str:
-  if not device:
-    return '-'
-  spec = tf.DeviceSpec.from_string(device)
-  return f'{spec.device_type.lower()}:{spec.device_index or 0}'
 
 
 def _parts(model) -> list:

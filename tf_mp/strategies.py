@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Tuple, Union
 import tensorflow as tf
 
 from tf_mp.dense import remapped_devices
-from tf_mp.devices import (canonical_device, ensure_logical_cpus,
+from tf_mp.devices import (canonical_device, ensure_logical_cpus, short_device_name,
                            resolve_devices, split_device_list)
 from tf_mp.errors import TfMpError
 from tf_mp.model import ModelConfig, build_model
@@ -144,7 +144,7 @@ class StrategyLayout:
 
   def describe(self) -> str:
     """One line, e.g. `mirrored: 2 replicas, groups cpu:0,cpu:1,cpu:2 | ...`."""
-    groups = ' | '.join(','.join(_short(d) for d in g) for g in self.groups)
+    groups = ' | '.join(','.join(short_device_name(d) for d in g) for g in self.groups)
     text = f'{self.kind}: {self.num_replicas} replica(s) in sync, local groups {groups}'
     if self.task:
       text += (f'; task {self.task.task_type}:{self.task.task_index} of '
@@ -152,11 +152,6 @@ class StrategyLayout:
     if self.collective_timeout:
       text += f'; collective timeout {self.collective_timeout:g}s'
     return text
-
-
-def _short(device: str) -> str:
-  spec = tf.DeviceSpec.from_string(device)
-  return f'{spec.device_type.lower()}:{spec.device_index}'
 
 
 def check_strategy_name(name) -> str:
@@ -217,7 +212,7 @@ def parse_device_groups(spec: GroupSpec = 'auto', group_size: int = 3) -> list:
   for index, group in enumerate(groups):
     for device in set(group):
       if device in owner:
-        raise TfMpError(f'device {_short(device)} is in group {owner[device] + 1} '
+        raise TfMpError(f'device {short_device_name(device)} is in group {owner[device] + 1} '
                         f'and group {index + 1}; expected disjoint groups')
       owner[device] = index
   return groups

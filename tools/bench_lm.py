@@ -33,6 +33,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 
 import tf_mp  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_mp import lm  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_mp.devices import short_device_name  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('tensor_parallel', '1,2,3', 'The T values to compare.')
@@ -50,21 +51,16 @@ flags.DEFINE_integer('rounds', 3, 'Interleaved timing rounds per T.')
 flags.DEFINE_bool('verbose', False, "Show TensorFlow's own start-up messages.")
 
 
-def _device_key(device: str) -> str:
-  spec = tf.DeviceSpec.from_string(device)
-  return f'{spec.device_type.lower()}:{spec.device_index}'
-
-
 def parameters_by_device(model) -> dict:
   """Scalars per device: all variables, and the attention + MLP weights alone."""
   total, split = {}, {}
   for block in model.blocks:
     for layer in (block.attention, block.mlp):
       for v in layer.trainable_variables:
-        key = _device_key(v.device)
+        key = short_device_name(v.device)
         split[key] = split.get(key, 0) + int(np.prod(v.shape))
   for v in model.trainable_variables:
-    key = _device_key(v.device)
+    key = short_device_name(v.device)
     total[key] = total.get(key, 0) + int(np.prod(v.shape))
   return {'total': total, 'split': split}
 
@@ -98,7 +94,7 @@ def main(argv):
       tf.config.experimental.reset_memory_stats(device)
       before[device] = tf.config.experimental.get_memory_info(device)['current']
     trainer.fit(x, y, steps=3, batch_size=FLAGS.batch_size, log_every=10**9)  # Traces.
-    peaks = {_device_key(d): tf.config.experimental.get_memory_info(d)['peak'] -
+    peaks = {short_device_name(d): tf.config.experimental.get_memory_info(d)['peak'] -
                              before[d] for d in memory_devices}
     runs[t] = dict(trainer=trainer, model=model, peaks=peaks, rates=[],
                    params=parameters_by_device(model))
@@ -117,7 +113,7 @@ def main(argv):
         f'{config.num_heads} heads, MLP {config.mlp_units}, context '
         f'{config.context}, vocab {config.vocab_size}; batch {FLAGS.batch_size}; '
         f'{FLAGS.rounds} interleaved rounds of {FLAGS.steps} steps per T; '
-        f'devices {", ".join(_device_key(d) for d in all_devices)}')
+        f'devices {", ".join(short_device_name(d) for d in all_devices)}')
   print()
   print('| T | tokens/s (median) | vs T=%d | parameters per device (its share of the '
         'attention+MLP weights) '

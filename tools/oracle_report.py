@@ -28,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tests', 'reference'))
 
 import tf_mp  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_mp.devices import short_device_name  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tf1_oracle  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -55,11 +56,6 @@ def _table(rows) -> str:
   widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                    for r in rows)
-
-
-def _short(device: str) -> str:
-  spec = tf.DeviceSpec.from_string(device)
-  return f'{spec.device_type.lower()}:{spec.device_index or 0}'
 
 
 def _indices(counts: dict) -> str:
@@ -116,7 +112,7 @@ def main(argv):
     rows.append((scope, _indices(reference.tf1_device_indices(scope)),
                  _indices(reference.tf1_device_indices(scope, placed=True,
                                                        backward=True)),
-                 ', '.join(sorted({_short(d) for d in report[scope].op_devices}))))
+                 ', '.join(sorted({short_device_name(d) for d in report[scope].op_devices}))))
   print('\nWhere each sub-model runs (op counts in parentheses)')
   print(_table(rows))
 
