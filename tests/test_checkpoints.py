@@ -140,21 +140,23 @@ class CheckpointTest(parameterized.TestCase, tf.test.TestCase):
     saved = new_trainer(seed)
     saved.fit(x, y, steps=20, batch_size=32)
     tf_mp.TrainingCheckpoints(self.dir, saved).save()
+    at_save = saved.model(probe)
     saved.fit(x, y, steps=30, batch_size=32)  # The reference goes on 10 steps.
     for kind, devices in (('none', 'cpu:0'), ('mirrored', 'cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5')):
       with self.subTest(kind):
         trainer = new_trainer(seed + 1, kind, devices)
         tf_mp.TrainingCheckpoints(self.dir, trainer).restore()
         self.assertEqual(int(trainer.step.numpy()), 20)
+        self.assertAllClose(at_save, trainer.model(probe), atol=1e-5, rtol=0,
+                            msg=f'{kind}, seed {seed}')
         trainer.fit(x, y, steps=30, batch_size=32)
-        self.assertAllClose(saved.model(probe), trainer.model(probe), atol=1e-5,
-                            rtol=0, msg=f'{kind}, seed {seed}')
-        weights = [{v.name: v.numpy() for v in t.model.trainable_variables}
-                   for t in (saved, trainer)]
-        assert_weights_match(*weights, f'{kind}, seed {seed}')
-        for name, slot in saved.optimizer.slots().items():
-          self.assertAllClose(slot.numpy(), trainer.optimizer.slots()[name].numpy(),
-                              atol=1e-5, rtol=1e-5, msg=f'{name} {kind}, seed {seed}')
+        # Ten more steps on another layout: equal up to the rounding that
+        # strategy_testing.py describes (weights and the gradient-accumulating
+        # Adam slots alike).
+        for variables in (lambda t: t.model.trainable_variables,
+                          lambda t: t.optimizer.slots().values()):
+          assert_weights_match(*[{v.name: v.numpy() for v in variables(t)}
+                                 for t in (saved, trainer)], f'{kind}, seed {seed}')
 
 
 class CrashTest(tf.test.TestCase):

