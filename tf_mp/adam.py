@@ -20,7 +20,7 @@ from typing import Iterable, Sequence, Tuple
 
 import tensorflow as tf
 
-from tf_mp.dense import device_scope
+from tf_mp.devices import device_scope
 from tf_mp.errors import TfMpError
 
 

@@ -1,4 +1,4 @@
-"""Device names: parsing, the `auto` choice, and logical CPU devices.
+"""Device names, `auto`, logical CPU devices, and placement scopes (`device_scope`, remapping).
 
 Model parallelism needs several devices. A machine without GPUs still has
 real, separately scheduled devices once its CPU is split into logical devices
@@ -7,8 +7,10 @@ TensorFlow runtime starts, which is why `ensure_logical_cpus` exists and why
 `resolve_devices` calls it for you.
 """
 
+import contextlib
 import re
-from typing import Optional, Sequence, Union
+import threading
+from typing import Dict, Optional, Sequence, Union
 
 import tensorflow as tf
 
@@ -172,3 +174,35 @@ def short_device_name(name: Optional[str], unplaced: str = '-') -> str:
 
 def _names(devices) -> str:
   return ', '.join(short_device_name(d.name) for d in devices) or 'none'
+
+
+# Per-thread device remapping; MirroredStrategy runs each replica in a thread.
+_REMAP = threading.local()
+
+
+def device_scope(device: Optional[str]):
+  """`tf.device(device)`, or nothing when `device` is None.
+
+  Inside `remapped_devices(mapping)`, a device named in `mapping` is replaced
+  by its entry, so a model built for one device group can run on another.
+  """
+  mapping = getattr(_REMAP, 'mapping', None)
+  if device and mapping:
+    device = mapping.get(device, device)
+  return tf.device(device) if device else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def remapped_devices(mapping: Dict[str, str]):
+  """Within the block (this thread only), `device_scope(a)` places on `mapping[a]`.
+
+  Used by the mirrored strategies: each replica runs the same modules, whose
+  `device` attributes name the first group, on its own group of devices.
+  Keys and values are canonical names (`tf_mp.canonical_device`).
+  """
+  previous = getattr(_REMAP, 'mapping', None)
+  _REMAP.mapping = dict(mapping)
+  try:
+    yield
+  finally:
+    _REMAP.mapping = previous

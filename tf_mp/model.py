@@ -5,7 +5,8 @@ from typing import Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from tf_mp.dense import Dense, device_scope
+from tf_mp.dense import Dense
+from tf_mp.devices import device_scope
 from tf_mp.devices import DeviceSpec, resolve_devices
 from tf_mp.errors import TfMpError
 from tf_mp.ops import concat as concat_ops

@@ -21,7 +21,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from tf_mp.dense import Dense, device_scope
+from tf_mp.dense import Dense
+from tf_mp.devices import device_scope
 from tf_mp.devices import (DeviceSpec, canonical_device, resolve_devices,
                            short_device_name)
 from tf_mp.errors import TfMpError

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp import profiling
-from tf_mp.dense import device_scope
+from tf_mp.devices import device_scope
 from tf_mp.devices import device_key, short_device_name
 from tf_mp.errors import TfMpError
 from tf_mp.pipeline import Pipeline, PipelineStage

@@ -25,7 +25,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from tf_mp.dense import remapped_devices
+from tf_mp.devices import remapped_devices
 from tf_mp.devices import (canonical_device, ensure_logical_cpus, short_device_name,
                            resolve_devices, split_device_list)
 from tf_mp.errors import TfMpError

@@ -4,7 +4,8 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tf_mp.dense import Dense, device_scope
+from tf_mp.dense import Dense
+from tf_mp.devices import device_scope
 from tf_mp.devices import resolve_devices
 from tf_mp.errors import TfMpError
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from tf_mp.adam import Adam
 from tf_mp.data import batch_at, check_arrays
-from tf_mp.dense import device_scope
+from tf_mp.devices import device_scope
 from tf_mp.errors import TfMpError, TrainingDivergedError
 from tf_mp.strategies import COLLECTIVE_FAILURES, WorkerLostError
 

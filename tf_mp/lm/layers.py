@@ -30,7 +30,8 @@ from typing import List, Optional, Sequence
 
 import tensorflow as tf
 
-from tf_mp.dense import device_scope, glorot_uniform
+from tf_mp.devices import device_scope
+from tf_mp.initializers import glorot_uniform
 
 
 @dataclasses.dataclass

@@ -5,7 +5,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
-from tf_mp.dense import Dense, device_scope
+from tf_mp.dense import Dense
+from tf_mp.devices import device_scope
 from tf_mp.devices import DeviceSpec, resolve_devices
 from tf_mp.errors import TfMpError
 from tf_mp.lm.config import LMConfig, check_tensor_parallel
