@@ -71,6 +71,15 @@ class ConcatModel(tf.Module):
     self.config = config
 
   @property
+  def input_spec(self) -> tf.TensorSpec:
+    """One batch of features: float32 `[None, config.input_units]`."""
+    return tf.TensorSpec([None, self.config.input_units], tf.float32)
+
+  @property
+  def num_classes(self) -> int:
+    return self.config.num_classes
+
+  @property
   def devices(self) -> list:
     """The device of each sub-model, in order."""
     return [m.device for m in self.sub_models]

@@ -278,6 +278,15 @@ class Pipeline(tf.Module):
     k, m = self.num_stages, self.num_micro_batches
     return (k - 1) / (m + k - 1)
 
+  @property
+  def input_spec(self) -> tf.TensorSpec:
+    """One batch of features: float32 `[None, config.input_units]`."""
+    return tf.TensorSpec([None, self.config.input_units], tf.float32)
+
+  @property
+  def num_classes(self) -> int:
+    return self.config.num_classes
+
   def check_batch_size(self, batch_size: int) -> None:
     """Raises TfMpError unless `batch_size` splits into M equal micro-batches."""
     if batch_size is None:

@@ -28,32 +28,10 @@ import tensorflow as tf
 from tf_mp.devices import remapped_devices
 from tf_mp.devices import (canonical_device, ensure_logical_cpus, short_device_name,
                            resolve_devices, split_device_list)
-from tf_mp.errors import TfMpError
+from tf_mp.errors import COLLECTIVE_FAILURES, TfMpError, WorkerLostError  # pylint: disable=unused-import
 from tf_mp.model import ModelConfig, build_model
 
 STRATEGIES = ('none', 'mirrored', 'multi_worker')
-
-# What a collective raises when a peer died or stopped answering.
-COLLECTIVE_FAILURES = (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
-                       tf.errors.CancelledError, tf.errors.AbortedError)
-
-
-class WorkerLostError(TfMpError):
-  """A collective failed: another worker died or is unreachable. `step` is where."""
-
-  def __init__(self, step: int, timeout: Optional[float], error: Exception):
-    text = str(getattr(error, 'message', error))
-    match = re.search(r'\b([A-Z_]{6,}):\s*([^\n\[]+)', text)
-    detail = f'{match.group(1)}: {match.group(2).strip()}' if match else (
-        ' '.join(text.split())[:120])
-    limit = f' within the {timeout:g}s collective timeout' if timeout else ''
-    super().__init__(
-        f'training stopped at or after step {step}: a collective with the other workers '
-        f'did not complete{limit}, so a worker is down or unreachable '
-        f'({detail}); restart all workers with the '
-        'same command to resume from the last checkpoint')
-    self.step = step
-
 
 GroupSpec = Union[None, str, Sequence[str], Sequence[Sequence[str]]]
 
