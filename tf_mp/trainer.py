@@ -389,14 +389,23 @@ def _all_reduce_sum(context, grads, variables) -> list:
 
   Each gradient sits on its sub-model's device; moved beside its variable (the
   replica's lead device, where mirrored variables live) they all-reduce as one
-  packed collective.
+  packed collective. Sparse gradients (an embedding's `IndexedSlices`) are made
+  dense first, as Adam's dense update needs them anyway: replicas then pack
+  the same shapes.
   """
   present = [i for i, g in enumerate(grads) if g is not None]
   moved = []
   for i in present:
     with tf.device(variables[i].device):
-      moved.append(tf.identity(grads[i]))
-  reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, moved)
+      moved.append(tf.identity(tf.convert_to_tensor(grads[i])))
+  # `batch_reduce_to` in the cross-replica context: the strategy's own
+  # cross-device reduction (one packed collective across workers). A
+  # replica-context `all_reduce` would take collective instance keys that a
+  # second strategy in the same process reuses for other shapes.
+  pairs = [(g, variables[i]) for g, i in zip(moved, present)]
+  reduced = context.merge_call(
+      lambda strategy, pairs: strategy.extended.batch_reduce_to(
+          tf.distribute.ReduceOp.SUM, pairs), args=(pairs,))
   out = list(grads)
   for i, g in zip(present, reduced):
     out[i] = g

@@ -167,7 +167,16 @@ def create_strategy(kind: str = 'none',
     return StrategyLayout('none', None, (tuple(group),))
   if kind == 'mirrored':
     groups = parse_device_groups(devices, group_size)
-    strategy = tf.distribute.MirroredStrategy(devices=[g[0] for g in groups])
+    leads = [g[0] for g in groups]
+    # On CPUs TensorFlow picks collective ops whose keys every MirroredStrategy
+    # of a process shares (the key base is a class constant), so a second
+    # strategy whose gradients have other shapes fails with "Shape mismatch in
+    # the collective instance 100". A reduction on one device has no keys and,
+    # for two replicas, adds the same two numbers.
+    cross_device_ops = (tf.distribute.ReductionToOneDevice()
+                        if all('CPU' in d.upper() for d in leads) else None)
+    strategy = tf.distribute.MirroredStrategy(devices=leads,
+                                              cross_device_ops=cross_device_ops)
     return StrategyLayout('mirrored', strategy, tuple(map(tuple, groups)))
   task = parse_tf_config(tf_config)
   # Collectives must be configured before the runtime starts, and checking
