@@ -24,8 +24,7 @@ from tf_mp.strategies import (STRATEGIES, StrategyLayout, WorkerLostError,
 from tf_mp.sub_models import SubModel, sub_model_1, sub_model_2, sub_model_3
 from tf_mp.tf1_checkpoint import load_tf1_checkpoint, save_tf1_checkpoint
 from tf_mp.trainer import Trainer, TrainResult, sparse_softmax_loss
-
-__version__ = '0.1.0'
+from tf_mp.version import __version__
 
 __all__ = [
     # The document's model and its training.
