@@ -291,9 +291,14 @@ def _build(directory: str, cxx: str, nvcc: Optional[str], gpu_reason: str,
            force: bool, verbose: bool) -> BuildResult:
   compile_flags = list(tf.sysconfig.get_compile_flags())
   link_flags = list(tf.sysconfig.get_link_flags())
+  # Where TensorFlow is installed is left out: two environments with the same
+  # TensorFlow share one build (the libraries name libtensorflow_framework by
+  # soname only) instead of rebuilding it in turn.
+  installed_at = tf.sysconfig.get_lib()
   key = _fingerprint([tf.__version__, tf.version.GIT_VERSION, cxx,
                       _version_line(cxx), nvcc or '-', gpu_reason] +
-                     compile_flags + link_flags)
+                     [f.replace(installed_at, '<tensorflow>')
+                      for f in compile_flags + link_flags])
   cpu_path = os.path.join(directory, CPU_LIBRARY)
   gpu_path = os.path.join(directory, GPU_LIBRARY)
   probe_path = os.path.join(directory, GPU_PROBE)

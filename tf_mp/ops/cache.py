@@ -10,7 +10,10 @@ site-packages is never written. The cache root is `$TF_MP_CACHE_DIR` when set,
 else `$XDG_CACHE_HOME/tf_mp`, else `~/.cache/tf_mp`. The hash covers the C++
 and CUDA sources and the build script (`SOURCES`), read from the package, so
 an edited source, another build script or another TensorFlow gets a directory
-of its own, and a checkout and an install of the same sources share a build.
+of its own, and a checkout and an install of the same sources share a build
+(also across virtual environments with the same TensorFlow). Directories of
+older sources are left behind; deleting the cache root loses nothing that
+`python -m tf_mp.ops.build` cannot remake.
 
 No TensorFlow here: callers pass its version.
 """
