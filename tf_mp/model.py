@@ -31,9 +31,10 @@ class ModelConfig:
     num_classes: logits of the head (labels are integers in [0, num_classes)).
     seed: seeds the Glorot-uniform kernels (biases start at zero).
     concat: how the sub-model outputs are joined: 'tf' (`tf.concat`),
-      'custom' (the TfMpConcat op of `tf_mp/ops`, which must be built: `make
-      ops`), or 'auto' (`tf_mp.ops.fused_concat`: the op when it is usable, else
-      `tf.concat` after one warning; `TF_MP_CUSTOM_OPS` decides). All three
+      'custom' (the TfMpConcat op of `tf_mp/ops`, which must be built:
+      `python -m tf_mp.ops.build`), or 'auto' (`tf_mp.ops.fused_concat`: the op
+      when it is usable, else `tf.concat` after one warning;
+      `TF_MP_CUSTOM_OPS` decides). All three
       give bit-for-bit the same outputs and gradients.
   """
   input_units: int = 128
