@@ -5,6 +5,7 @@ from typing import Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from tf_mp.checks import positive_int
 from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
 from tf_mp.devices import DeviceSpec, resolve_devices
@@ -18,6 +19,10 @@ class SubModelConfig:
   """Widths of one sub-model: `input_units -> hidden_units -> output_units`."""
   hidden_units: int = 256
   output_units: int = 64
+
+  def __post_init__(self):
+    positive_int('hidden_units', self.hidden_units)
+    positive_int('output_units', self.output_units)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +47,23 @@ class ModelConfig:
   num_classes: int = 10
   seed: int = 0
   concat: str = 'tf'
+
+  def __post_init__(self):
+    """Checks every field once, when the config is made.
+
+    Raises:
+      TfMpError: a width or count is not a positive integer, there are no
+        sub-models, the seed is not an integer >= 0, or concat is unknown.
+    """
+    positive_int('input_units', self.input_units)
+    positive_int('num_classes', self.num_classes)
+    positive_int('seed', self.seed, minimum=0)
+    if not isinstance(self.sub_models, tuple) or not self.sub_models or not all(
+        isinstance(s, SubModelConfig) for s in self.sub_models):
+      raise TfMpError(f'sub_models {self.sub_models!r} is not a non-empty tuple of '
+                      'SubModelConfig; expected e.g. (SubModelConfig(),) * 3')
+    if self.concat not in concat_ops.PATHS:
+      raise TfMpError(f'concat {self.concat!r} is not one of "auto", "custom", "tf"')
 
   @property
   def concat_units(self) -> int:
@@ -124,11 +146,6 @@ def build_model(devices: DeviceSpec = None,
   config = config or ModelConfig()
   if concat is not None:
     config = dataclasses.replace(config, concat=concat)
-  if not config.sub_models:
-    raise TfMpError('config.sub_models is empty; expected at least one sub-model')
-  if config.concat not in concat_ops.PATHS:
-    raise TfMpError(f'concat {config.concat!r} is not one of "auto", "custom", '
-                    '"tf"')
   if config.concat == 'custom':
     concat_ops.require_custom_concat()  # fail now, not in the first step
   placed = resolve_devices(devices, len(config.sub_models))
