@@ -12,6 +12,7 @@ from tf_mp.adam import Adam
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.devices import device_scope
 from tf_mp.errors import TfMpError, TrainingDivergedError
+from tf_mp.memory import check_batch_fits
 from tf_mp.strategies import COLLECTIVE_FAILURES, WorkerLostError
 
 
@@ -207,6 +208,7 @@ class Trainer:
       checkpoint_every = _positive_int('checkpoint_every', checkpoint_every)
     x, y = self.check_data(x, y, 'training data')
     self._check_batch_size(batch_size)
+    check_batch_fits(self.model, x, batch_size)
     x, y = tf.constant(x), tf.constant(y)
     first = current = int(self.step.numpy())
     if first >= steps:
