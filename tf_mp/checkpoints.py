@@ -327,9 +327,12 @@ class TrainingCheckpoints:
     latest = self.manager.latest_checkpoint if self.is_chief else None
     kept = (f'the previous checkpoint {latest} is intact' if latest else
             'no earlier checkpoint exists')
+    reason = _first_line(error)
+    if len(reason) > 200:  # the cause is at the end, after the file name
+      reason = '...' + reason[-200:]
     return TfMpError(f'cannot save checkpoint ckpt-{number} in '
-                     f'{self.directory!r} ({type(error).__name__}: '
-                     f'{_first_line(error)[:200]}); {kept}')
+                     f'{self.directory!r} ({type(error).__name__}: {reason}); '
+                     f'{kept}')
 
 
 def read_state(directory: str) -> Tuple[Optional[List[str]], Optional[str]]:
@@ -415,10 +418,21 @@ def _normalise_settings(settings) -> Optional[dict]:
 
 
 def _state_text(prefixes: List[str]) -> str:
-  """A `checkpoint` state file listing `prefixes` (oldest first), relative names."""
+  """A `checkpoint` state file listing `prefixes` (oldest first), relative names.
+
+  With timestamps (the index files' times, kept increasing): the manager
+  only takes up, and later sweeps, checkpoints whose timestamp is later than
+  `last_preserved_timestamp`.
+  """
   names = [json.dumps(os.path.basename(p)) for p in prefixes]
+  times = []
+  for prefix in prefixes:
+    stamp = os.path.getmtime(prefix + '.index')
+    times.append(max(stamp, times[-1] + 1e-3) if times else stamp)
   return (f'model_checkpoint_path: {names[-1]}\n' +
-          ''.join(f'all_model_checkpoint_paths: {n}\n' for n in names))
+          ''.join(f'all_model_checkpoint_paths: {n}\n' for n in names) +
+          ''.join(f'all_model_checkpoint_timestamps: {t!r}\n' for t in times) +
+          f'last_preserved_timestamp: {times[0] - 1.0!r}\n')
 
 
 def _key(prefix: str) -> Optional[int]:
@@ -428,7 +442,11 @@ def _key(prefix: str) -> Optional[int]:
 
 def _first_line(error: Exception) -> str:
   text = str(getattr(error, 'message', None) or error).strip()
-  return text.splitlines()[0] if text else type(error).__name__
+  if not text:
+    return type(error).__name__
+  # TensorFlow wraps an op's message as "{{function_node ...}} <message> [Op:X]".
+  text = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', text.splitlines()[0])
+  return re.sub(r'\s*\[Op:\w+\]$', '', text)
 
 
 def _is_mismatch(error: Exception) -> bool:
