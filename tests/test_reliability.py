@@ -384,6 +384,15 @@ class RunSettingsTest(tf.test.TestCase):
                      r"^run settings file '.*run_settings.json' is damaged \(not "
                      r'valid JSON: .*\); expected the JSON tf_mp wrote there$')
 
+  def test_data_identity_tells_data_sets_apart(self):
+    x, y = small_data()
+    same = tf_mp.data_identity(x.copy(), y.copy())
+    self.assertEqual(tf_mp.data_identity(x, y), same)
+    y2 = y.copy()
+    y2[-1] = (y2[-1] + 1) % 4
+    self.assertNotEqual(tf_mp.data_identity(x, y2), same)
+    self.assertNotEqual(tf_mp.data_identity(x[:32], y[:32]), same)
+
   def test_settings_that_are_not_json_are_refused(self):
     with self.assertRaises(tf_mp.TfMpError) as caught:
       tf_mp.TrainingCheckpoints(self.dir, new_trainer(), settings={'x': object()})

@@ -3,7 +3,8 @@
 from tf_mp import lm
 from tf_mp.adam import Adam
 from tf_mp.checkpoints import TrainingCheckpoints, resume_training
-from tf_mp.data import batch_indices, check_arrays, load_npz, synthetic_data
+from tf_mp.data import (batch_indices, check_arrays, data_identity, load_npz,
+                        synthetic_data)
 from tf_mp.dense import Dense
 from tf_mp.devices import (available_devices, canonical_device,
                            ensure_logical_cpus, resolve_devices)
@@ -36,7 +37,7 @@ __all__ = [
     'available_devices', 'canonical_device', 'ensure_logical_cpus',
     'resolve_devices', 'PlacementReport', 'placement_report',
     # Data, export, checkpoints.
-    'batch_indices', 'check_arrays', 'load_npz', 'synthetic_data',
+    'batch_indices', 'check_arrays', 'data_identity', 'load_npz', 'synthetic_data',
     'check_export_dir', 'export_saved_model', 'TrainingCheckpoints',
     'resume_training',
     'load_tf1_checkpoint', 'save_tf1_checkpoint',
