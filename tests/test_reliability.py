@@ -569,6 +569,10 @@ _BAD_CALLS = (
      'config.sub_models is empty'),
     ('sub_model_config', lambda: tf_mp.SubModelConfig(hidden_units=-3),
      'SubModelConfig.hidden_units must be a positive integer, got -3'),
+    ('lm_huge_context', lambda: lm.build_lm(lm.LMConfig(context=10**9), ['cpu:0']),
+     'LMConfig.context 1000000000 makes attention scores of 4,000,000,000,000,000,000 '
+     'elements per window (4 heads x 1000000000 x 1000000000), more than '
+     'TensorFlow handles; expected a context of at most 23,170'),
     ('batch_indices', lambda: tf_mp.batch_indices(0, 0, 10),
      'batch_size must be a positive integer, got 0'),
 )
