@@ -210,14 +210,17 @@ class CheckpointDirectoryTest(parameterized.TestCase, tf.test.TestCase):
     # 2.21): the shard folder with its tempstate file, a data file moved out
     # before the index was written, and the state file's temporary copy.
     os.makedirs(os.path.join(self.dir, 'ckpt-30_temp'))
+    # And tf_mp's own: an atomic write's and a writability probe's temporaries.
     for name in ('ckpt-30_temp/part-00000-of-00001.data-00000-of-00001.tempstate123',
-                 'ckpt-40.data-00000-of-00001', 'checkpoint.tmp0123abcd'):
+                 'ckpt-40.data-00000-of-00001', 'checkpoint.tmp0123abcd',
+                 '.run_settings.json.k2j4_x.tmp', '.tf_mp_write_test_abc'):
       with open(os.path.join(self.dir, name), 'wb') as f:
         f.write(b'\x00' * 100)
     before = {n: b for n, b in files(self.dir).items() if not n.startswith('ckpt-40')}
     trainer, messages = self.resume()
     self.assertEqual(messages[0], f'Removed what an interrupted save left in '
-                     f'{self.dir}: checkpoint.tmp0123abcd, ckpt-30_temp, '
+                     f'{self.dir}: .run_settings.json.k2j4_x.tmp, '
+                     '.tf_mp_write_test_abc, checkpoint.tmp0123abcd, ckpt-30_temp, '
                      'ckpt-40.data-00000-of-00001')
     self.assertEqual(sorted(os.listdir(self.dir)), sorted(
         list(before) + ['checkpoint']))

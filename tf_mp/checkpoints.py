@@ -53,9 +53,12 @@ _INDEX = re.compile(r'^ckpt-(\d+)\.index$')  # the manager's default prefix 'ckp
 # What a save killed half-way leaves behind (seen with kill -9 during saves):
 # the shard folder `ckpt-N_temp/` (with `part-*.tempstate*` files in it), a
 # `ckpt-N.data-*` moved out of it before `ckpt-N.index` was written, and
-# TensorFlow's temporary copy `checkpoint.tmp<hex>` of the state file.
+# TensorFlow's temporary copy `checkpoint.tmp<hex>` of the state file; and
+# the temporary files of tf_mp's own atomic writes and writability probe.
 _LEFTOVER = re.compile(r'^(ckpt-\d+_temp|checkpoint\.tmp[0-9a-f]+|'
-                       r'ckpt-\d+\.(index|data-\d+-of-\d+)\.tempstate\d+)$')
+                       r'ckpt-\d+\.(index|data-\d+-of-\d+)\.tempstate\d+|'
+                       r'\.(checkpoint|run_settings\.json)\..+\.tmp|'
+                       r'\.tf_mp_write_test_.+)$')
 _DATA = re.compile(r'^ckpt-(\d+)\.data-\d+-of-\d+$')
 _MISSING = object()
 

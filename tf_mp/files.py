@@ -59,7 +59,10 @@ def check_writable_dir(path, what: str, *, create: bool = True) -> str:
   try:
     fd, probe = tempfile.mkstemp(prefix='.tf_mp_write_test_', dir=path)
     os.close(fd)
-    os.remove(probe)
+    try:
+      os.remove(probe)
+    except FileNotFoundError:
+      pass  # another process's clean-up of the directory took it
   except OSError as e:
     raise TfMpError(f'{what} {path!r} is not writable ({_reason(e)}); expected a '
                     'directory this user can write') from None
