@@ -6,6 +6,7 @@ are restored, no temporary file is left behind.
 """
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -32,7 +33,6 @@ SMALL = tf_mp.ModelConfig(input_units=16, num_classes=4,
 
 
 def new_trainer(seed: int = 0, config=SMALL):
-  import dataclasses  # pylint: disable=g-import-not-at-top
   model = tf_mp.build_model(THREE, dataclasses.replace(config, seed=seed))
   return tf_mp.Trainer(model)
 
