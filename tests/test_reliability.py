@@ -377,6 +377,16 @@ class RunSettingsTest(tf.test.TestCase):
       json.dump({'seed': 5}, f)
     tf_mp.resume_training(self.dir, new_trainer(), settings=self.SETTINGS)
 
+  def test_refusal_comes_before_any_change_to_the_directory(self):
+    self.save(self.SETTINGS)
+    with open(os.path.join(self.dir, 'checkpoint'), 'wb') as f:
+      f.write(b'garbage')
+    os.makedirs(os.path.join(self.dir, 'ckpt-30_temp'))
+    listing = sorted(os.listdir(self.dir))
+    with self.assertRaisesRegex(tf_mp.TfMpError, 'holds a run with other settings'):
+      tf_mp.resume_training(self.dir, new_trainer(), settings={'seed': 9})
+    self.assertEqual(sorted(os.listdir(self.dir)), listing)
+
   def test_damaged_settings_file_is_one_line(self):
     self.save(self.SETTINGS)
     with open(os.path.join(self.dir, SETTINGS_FILE), 'w') as f:

@@ -130,11 +130,13 @@ class TrainingCheckpoints:
     self._write_dir = directory if is_chief else os.path.join(
         directory, f'.worker_{worker_index}_temp')
     listed, problem = read_state(directory)
+    on_disk = checkpoints_on_disk(directory)
+    if self.settings is not None and (listed or on_disk):
+      self._check_settings()  # before anything in the directory is touched
     if is_chief:
       self._remove_leftovers({_key(p) for p in listed or []})
     else:
       shutil.rmtree(self._write_dir, ignore_errors=True)  # a killed save's
-    on_disk = checkpoints_on_disk(directory)
     if problem is not None or (listed is None and on_disk):
       listed = self._recover_state(problem, on_disk)
     self._listed = listed or []
@@ -144,8 +146,6 @@ class TrainingCheckpoints:
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, directory if is_chief else self._write_dir,
         max_to_keep=max_to_keep, step_counter=trainer.step)
-    if self.settings is not None and (self._listed or on_disk):
-      self._check_settings()
 
   @property
   def latest(self) -> Optional[str]:
