@@ -9,7 +9,8 @@ level down: `tf_mp.distribute` (data parallelism around it), `tf_mp.pipeline`
 from tf_mp import compat, distribute, lm, ops, pipeline, reports
 from tf_mp.adam import Adam
 from tf_mp.checkpoints import TrainingCheckpoints, resume_training
-from tf_mp.data import batch_indices, check_arrays, load_npz, synthetic_data
+from tf_mp.data import (batch_indices, check_arrays, data_identity, load_npz,
+                        synthetic_data)
 from tf_mp.dense import Dense
 from tf_mp.devices import (available_devices, canonical_device,
                            ensure_logical_cpus, resolve_devices)
@@ -31,7 +32,7 @@ __all__ = [
     'available_devices', 'canonical_device', 'ensure_logical_cpus',
     'resolve_devices', 'PlacementReport', 'placement_report',
     # Data, checkpoints, export.
-    'batch_indices', 'check_arrays', 'load_npz', 'synthetic_data',
+    'batch_indices', 'check_arrays', 'data_identity', 'load_npz', 'synthetic_data',
     'TrainingCheckpoints', 'resume_training', 'check_export_dir',
     'export_saved_model',
     # Errors.

@@ -23,6 +23,7 @@ from tf_mp.data import batch_at, check_arrays
 from tf_mp.devices import device_scope
 from tf_mp.errors import (COLLECTIVE_FAILURES, TfMpError, TrainingDivergedError,
                           WorkerLostError)
+from tf_mp.memory import check_batch_fits
 
 
 def sparse_softmax_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -348,6 +349,7 @@ class Trainer:
       checkpoint_every = positive_int('checkpoint_every', checkpoint_every)
     x, y = self.check_data(x, y, 'training data')
     self._check_batch_size(batch_size)
+    check_batch_fits(self.model, x, batch_size)
     x, y = tf.constant(x), tf.constant(y)
     first = current = int(self.step.numpy())
     if first >= steps:
