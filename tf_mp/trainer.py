@@ -170,7 +170,8 @@ class Trainer:
           log_every: int = 100,
           on_log: Optional[Callable[[int, np.float32], None]] = None,
           checkpoint_every: Optional[int] = None,
-          on_checkpoint: Optional[Callable[[int], None]] = None) -> TrainResult:
+          on_checkpoint: Optional[Callable[[int], None]] = None,
+          should_stop: Optional[Callable[[], bool]] = None) -> TrainResult:
     """Trains from `self.step` up to `steps`, many steps per `tf.function` call.
 
     Step s uses rows `tf_mp.batch_indices(s, batch_size, len(x))`. The loss of
@@ -187,6 +188,9 @@ class Trainer:
       checkpoint_every: with `on_checkpoint`, call `on_checkpoint(n)` each time
         `self.step` reaches a multiple `n` of it, and at the end.
       on_checkpoint: e.g. `tf_mp.TrainingCheckpoints.save`.
+      should_stop: asked after each `tf.function` call (a step boundary, at
+        most `log_every` steps apart); True ends training there, after the
+        checkpoint of that boundary if one was due (e.g. a signal handler's flag).
 
     With a strategy, `batch_size` is the global batch: each of the
     `strategy.num_replicas` replicas trains on its slice of step s's rows (the
@@ -245,7 +249,9 @@ class Trainer:
       if on_checkpoint is not None and checkpoint_every and (
           current % checkpoint_every == 0 or current == steps):
         on_checkpoint(current)
-    return TrainResult(first, steps - 1, float(loss), logged,
+      if should_stop is not None and current < steps and should_stop():
+        break
+    return TrainResult(first, current - 1, float(loss), logged,
                        time.perf_counter() - start)
 
   # The distributed path (a `tf_mp.StrategyLayout` with a tf.distribute strategy).
