@@ -255,8 +255,15 @@ def start_tensorflow(verbose: bool = False) -> None:
     logging.set_verbosity(logging.WARNING)
 
 
-def run(main: Callable[[list], Optional[int]], doc: Optional[str] = None) -> None:
+def run(main: Callable[[list], Optional[int]], doc: Optional[str] = None,
+        check_flags: Optional[Callable[[], None]] = None) -> None:
   """Parses the flags, starts TensorFlow, runs `main(argv)` and exits.
+
+  Args:
+    main: the program, given the arguments left after the flags (its name).
+    doc: the `--help` text above the flags (the program's docstring).
+    check_flags: checks that need no TensorFlow (device counts, output
+      directories), run before it loads so that a mistake is reported at once.
 
   `tf_mp.TfMpError` -> `<program>: error: <message>` on stderr, exit 1;
   `Stopped` (a signal) -> `<program>: <message>` on stderr, exit 130 / 143.
@@ -265,6 +272,8 @@ def run(main: Callable[[list], Optional[int]], doc: Optional[str] = None) -> Non
   argv = parse_flags(sys.argv, doc)
   previous = {s: signal.signal(s, _STOP.handle) for s in (signal.SIGINT, signal.SIGTERM)}
   try:
+    if check_flags is not None:
+      check_flags()
     start_tensorflow(FLAGS.verbose)
     status = main(argv)
   except TfMpError as e:
@@ -326,6 +335,13 @@ def check_writable_dir(path: str, flag: str) -> None:
   except OSError as e:
     raise TfMpError(f'--{flag} {path!r} cannot be written ({e.strerror} in '
                     f'{existing!r}); expected a writable directory') from None
+
+
+def check_output_dirs(*flag_names: str) -> None:
+  """`check_writable_dir` for each of these flags that is set."""
+  for name in flag_names:
+    if FLAGS[name].value is not None:
+      check_writable_dir(FLAGS[name].value, name)
 
 
 def check_device_count(spec: Optional[str], count: int, what: str) -> None:

@@ -47,24 +47,23 @@ def define_flags() -> None:
                     'losses are identical either way.')
 
 
+def check_flags() -> None:
+  """What can be checked before TensorFlow loads: devices, every output location."""
+  cli.check_device_count(FLAGS.devices, NUM_SUB_MODELS, 'sub-models')
+  cli.check_output_dirs('export_dir', 'checkpoint_dir', 'logdir')
+
+
 def train(argv) -> None:
   """The program, after `cli.run` has parsed the flags and started TensorFlow."""
   del argv
   import tf_mp  # pylint: disable=g-import-not-at-top  (loaded by cli.run)
-  cli.check_device_count(FLAGS.devices, NUM_SUB_MODELS, 'sub-models')
   # Before any tensor exists: devices, groups and the cluster are set up here.
   layout = tf_mp.create_strategy(FLAGS.strategy, FLAGS.devices,
                                  tf_config=os.environ.get('TF_CONFIG'),
                                  collective_timeout=FLAGS.collective_timeout)
   x, y = cli.load_data()
-  # Every output location is checked before any training.
   if FLAGS.export_dir:
     tf_mp.check_export_dir(FLAGS.export_dir)
-    cli.check_writable_dir(os.path.dirname(os.path.abspath(FLAGS.export_dir)),
-                           'export_dir')
-  for flag in ('checkpoint_dir', 'logdir'):
-    if FLAGS[flag].value:
-      cli.check_writable_dir(FLAGS[flag].value, flag)
 
   model = layout.build_model(tf_mp.ModelConfig(seed=FLAGS.seed, concat=FLAGS.concat))
   trainer = tf_mp.Trainer(model, FLAGS.learning_rate, strategy=layout)
@@ -97,7 +96,7 @@ def train(argv) -> None:
 def main(doc: Optional[str] = None) -> None:
   """The `tf-mp-tutorial` console script (and examples/tutorial.py)."""
   define_flags()
-  cli.run(train, doc or __doc__)
+  cli.run(train, doc or __doc__, check_flags)
 
 
 if __name__ == '__main__':
