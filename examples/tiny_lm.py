@@ -33,11 +33,7 @@ flags.DEFINE_integer('eval_every', 100, 'Print validation loss and bits per char
 flags.DEFINE_integer('tensor_parallel', None, 'T; default: the number of --devices listed, '
                      'or with "auto" the first of 3, 2, 4 dividing --num_heads and '
                      '--mlp_units.', lower_bound=1)
-flags.DEFINE_integer('num_blocks', 4, 'Transformer blocks.', lower_bound=1)
-flags.DEFINE_integer('d_model', 128, 'Residual stream width.', lower_bound=1)
-flags.DEFINE_integer('num_heads', 4, 'Attention heads per block.', lower_bound=1)
-flags.DEFINE_integer('mlp_units', 512, 'MLP hidden width.', lower_bound=1)
-flags.DEFINE_integer('context', 128, 'Characters the model reads.', lower_bound=1)
+cli.define_lm_model_flags()
 flags.DEFINE_string('prompt', 'The ', 'Text the sample continues.')
 flags.DEFINE_float('temperature', 0.8, 'Sampling temperature (0: most likely).')
 flags.DEFINE_integer('sample_length', 200, 'Characters to generate.', lower_bound=0)

@@ -135,6 +135,19 @@ def define_strategy_flags(collective_timeout: float = 60) -> None:
                      lower_bound=0)
 
 
+def define_lm_model_flags(*, num_blocks: int = 4, d_model: int = 128, num_heads: int = 4,
+                          mlp_units: int = 512, context: int = 128,
+                          heads_help: str = 'Attention heads per block.') -> None:
+  """The tiny LM's sizes: --num_blocks, --d_model, --num_heads, --mlp_units, --context."""
+  for name, default, help_text in (
+      ('num_blocks', num_blocks, 'Transformer blocks.'),
+      ('d_model', d_model, 'Residual stream width.'),
+      ('num_heads', num_heads, heads_help),
+      ('mlp_units', mlp_units, 'MLP hidden width.'),
+      ('context', context, 'Characters the model reads.')):
+    flags.DEFINE_integer(name, default, help_text, lower_bound=1)
+
+
 def _define_verbose() -> None:
   if 'verbose' not in FLAGS:
     flags.DEFINE_bool('verbose', False, "Show TensorFlow's own start-up messages.")

@@ -1,10 +1,10 @@
 """Measures how far tf_mp is from the document's program run as TF1 code.
 
-For each of --runs fresh random data sets, runs `tests/reference/tf1_program.py`
+For each of --runs fresh random data sets, runs `tools/reference/tf1_program.py`
 once (a subprocess) and compares the port, loaded from that program's initial
 checkpoint with `tf_mp.load_tf1_checkpoint`, against it: forward logits,
 per-variable gradients, one Adam step, and per-step losses over --steps Adam
-steps (see `tests/reference/tf1_oracle.py`). Prints the largest difference of
+steps (see `tools/reference/tf1_oracle.py`). Prints the largest difference of
 each check over all runs beside its tolerance, the same for ports that deviate
 on purpose (Keras' epsilon 1e-7, learning rate 0.0011, concat order reversed),
 and where each sub-model's ops run in both programs.
@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'tests', 'reference'))
+sys.path.insert(0, os.path.join(ROOT, 'tools', 'reference'))
 
 import tf_mp  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_mp.devices import short_device_name  # pylint: disable=g-import-not-at-top,wrong-import-position

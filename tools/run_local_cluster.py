@@ -17,27 +17,18 @@ Everything after `--` goes to every worker (see `examples/tutorial.py --help`).
 """
 
 import argparse
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from benchlib import free_ports  # pylint: disable=g-bad-import-order
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIAL = os.path.join(ROOT, 'examples', 'tutorial.py')
-
-
-def free_ports(count: int) -> list:
-  """`count` distinct ports on 127.0.0.1 that were free a moment ago."""
-  with contextlib.ExitStack() as stack:
-    sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-    for s in sockets:
-      s.bind(('127.0.0.1', 0))
-    return [s.getsockname()[1] for s in sockets]
 
 
 def tf_config(addresses: list, index: int) -> str:
