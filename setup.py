@@ -17,4 +17,5 @@ setuptools.setup(
         'absl-py',
     ],
     extras_require={'test': ['pytest']},
+    entry_points={'console_scripts': ['tf-mp-tutorial = tf_mp.tutorial:main']},
 )
