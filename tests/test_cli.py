@@ -65,6 +65,15 @@ class HelpTest(parameterized.TestCase):
       self.assertIn('--mlp_units 768 \\\n      --devices', result.stdout)
 
 
+  def test_the_programs_import_without_tensorflow(self):
+    # So that cli.run can set the log level and quiet TensorFlow's C++ start-up
+    # lines before TensorFlow loads, and answer --help without loading it.
+    result = run(['-c', 'import sys, tf_mp, tf_mp.cli, tf_mp.tutorial; '
+                  "print('tensorflow' in sys.modules)"])
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertEqual(result.stdout, 'False\n')
+
+
 class BadFlagTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
