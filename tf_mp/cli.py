@@ -318,8 +318,12 @@ def stop_on_signals(trainer, save: Optional[Callable[[], Optional[str]]] = None)
   if _STOP.signum is not None:
     step = int(trainer.step.numpy())
     saved = save() if save is not None else None
-    where = (f'checkpoint saved: {saved}' if saved else
-             'nothing saved (no checkpoint directory given)')
+    if saved:
+      where = f'checkpoint saved: {saved}'
+    elif save is not None:  # A multi-worker non-chief: it took part, the chief wrote.
+      where = 'checkpoint saved by the chief'
+    else:
+      where = 'nothing saved (no checkpoint directory given)'
     raise Stopped(_STOP.signum, f'stopped by {signal.Signals(_STOP.signum).name} '
                   f'at step {step}; {where}')
 
