@@ -218,7 +218,7 @@ def parse_flags(argv, doc: Optional[str] = None) -> list:
   """
   _define_verbose()
   options = argv[1:argv.index('--')] if '--' in argv else argv[1:]
-  if any(arg in ('-h', '--help', '-help', '--helpshort') for arg in options):
+  if any(arg in ('-h', '--help', '-help', '--helpshort', '--helpfull') for arg in options):
     print(usage(doc))
     sys.exit(0)
   try:
