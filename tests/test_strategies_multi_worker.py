@@ -136,7 +136,7 @@ class MultiWorkerTest(tf.test.TestCase):
       self.assertNotEqual(survivor.returncode, 0)
       lines = cluster.stderr('crash', 0).splitlines()
       self.assertLen(lines, 1, lines)
-      self.assertStartsWith(lines[0], 'strategy_worker: error: training stopped')
+      self.assertStartsWith(lines[0], 'strategy_worker.py: error: training stopped')
       self.assertIn('a worker is down or unreachable', lines[0])
       self.assertIn(f'within the {COLLECTIVE_TIMEOUT_S}s collective timeout', lines[0])
       self.assertTrue(tf.train.latest_checkpoint(checkpoints))

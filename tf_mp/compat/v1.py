@@ -1,7 +1,7 @@
 """TF1 `Saver` checkpoints of the document's program, loaded into and written from tf_mp.
 
 A `tf.compat.v1.train.Saver` checkpoint stores each variable under its graph
-name. The document's program, as transcribed in `tests/reference/tf1_program.py`,
+name. The document's program, as transcribed in `tools/reference/tf1_program.py`,
 names its variables as `build_model` does (`sub_model_k/{hidden,output}/{kernel,
 bias}`, `head/{kernel,bias}`), and `tf_mp.Adam` names its state as TF1's
 `AdamOptimizer` does (`<var>/Adam`, `<var>/Adam_1`, `beta1_power`,
@@ -238,7 +238,7 @@ def save_tf1_checkpoint(model: tf.Module, path, trainer=None) -> str:
   """Writes `model` (and `trainer`'s Adam state) as a TF1 `Saver` checkpoint.
 
   The document's TF1 program restores it with `saver.restore(sess, path)`
-  (`tests/reference/tf1_program.py --restore PATH`), and
+  (`tools/reference/tf1_program.py --restore PATH`), and
   `load_tf1_checkpoint` reads it back. With a trainer, `trainer.step` is saved
   as `global_step` (TF1's Saver ignores entries its graph does not have).
 

@@ -40,6 +40,10 @@ from tf_mp.errors import TfMpError
 
 STRATEGIES = ('none', 'mirrored', 'multi_worker')
 
+# What a collective raises when a peer died or stopped answering.
+COLLECTIVE_FAILURES = (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+                       tf.errors.CancelledError, tf.errors.AbortedError)
+
 
 @dataclasses.dataclass(frozen=True)
 class StrategyLayout:
