@@ -53,6 +53,7 @@ def run(main):
     except tf_mp.TfMpError as e:
       sys.stdout.flush()
       sys.stderr.write(f'{program}: error: {e}\n')
-      sys.exit(1)
+      # 130/143 for an interruption (e.g. tf_mp.peer_wait), else 1.
+      sys.exit(getattr(e, 'exit_status', 1))
 
   app.run(guarded_main)

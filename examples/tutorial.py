@@ -57,6 +57,9 @@ flags.DEFINE_integer('checkpoint_every', 1000, 'Save a checkpoint every this man
 flags.DEFINE_float('collective_timeout', 60,
                    'multi_worker: seconds a collective waits for a dead worker '
                    'before the run fails (0: forever).')
+flags.DEFINE_float('peer_timeout', 120,
+                   'multi_worker: seconds to wait at start for the other '
+                   'workers of TF_CONFIG before giving up (0: forever).')
 flags.DEFINE_enum('concat', 'tf', ['tf', 'custom', 'auto'],
                   'How the sub-model outputs are joined: tf (tf.concat), '
                   'custom (the TfMpConcat op, built by `make ops`), auto (the '
@@ -74,7 +77,8 @@ def main(argv):
   # Before any tensor exists: devices, groups and the cluster are set up here.
   layout = tf_mp.create_strategy(FLAGS.strategy, FLAGS.devices,
                                  tf_config=os.environ.get('TF_CONFIG'),
-                                 collective_timeout=FLAGS.collective_timeout)
+                                 collective_timeout=FLAGS.collective_timeout,
+                                 peer_timeout=FLAGS.peer_timeout)
   if FLAGS.data:
     x, y = tf_mp.load_npz(FLAGS.data)
   else:

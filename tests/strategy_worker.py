@@ -28,6 +28,7 @@ flags.DEFINE_integer('batch_size', 64, 'Global batch.')
 flags.DEFINE_integer('log_every', 10, 'Logging interval.')
 flags.DEFINE_integer('seed', 0, 'Data and weight seed.')
 flags.DEFINE_float('collective_timeout', 30, 'Collective timeout in seconds.')
+flags.DEFINE_float('peer_timeout', 120, 'Seconds to wait for the other workers.')
 flags.DEFINE_string('checkpoint_dir', None, 'Checkpoint directory.')
 flags.DEFINE_integer('checkpoint_every', 50, 'Checkpoint interval.')
 flags.DEFINE_string('weights_out', None, 'Write the final weights (.npz) here.')
@@ -39,7 +40,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   layout = tf_mp.create_strategy(FLAGS.strategy, FLAGS.devices,
                                  tf_config=os.environ.get('TF_CONFIG'),
-                                 collective_timeout=FLAGS.collective_timeout)
+                                 collective_timeout=FLAGS.collective_timeout,
+                                 peer_timeout=FLAGS.peer_timeout)
   print('READY', layout.describe(), flush=True)
   x, y = tf_mp.synthetic_data(FLAGS.seed)
   model = layout.build_model(tf_mp.ModelConfig(seed=FLAGS.seed))
@@ -66,7 +68,7 @@ def run():
     app.run(main)
   except tf_mp.TfMpError as e:
     sys.stderr.write(f'strategy_worker: error: {e}\n')
-    sys.exit(1)
+    sys.exit(getattr(e, 'exit_status', 1))
 
 
 if __name__ == '__main__':
