@@ -31,6 +31,8 @@ flags.DEFINE_float('collective_timeout', 30, 'Collective timeout in seconds.')
 flags.DEFINE_float('peer_timeout', 120, 'Seconds to wait for the other workers.')
 flags.DEFINE_string('checkpoint_dir', None, 'Checkpoint directory.')
 flags.DEFINE_integer('checkpoint_every', 50, 'Checkpoint interval.')
+flags.DEFINE_bool('hold', False, 'After READY, idle until stdin closes, then exit '
+                  '(a test reads the running server meanwhile).')
 flags.DEFINE_string('weights_out', None, 'Write the final weights (.npz) here.')
 
 
@@ -43,6 +45,9 @@ def main(argv):
                                  collective_timeout=FLAGS.collective_timeout,
                                  peer_timeout=FLAGS.peer_timeout)
   print('READY', layout.describe(), flush=True)
+  if FLAGS.hold:
+    sys.stdin.read()
+    return
   x, y = tf_mp.synthetic_data(FLAGS.seed)
   model = layout.build_model(tf_mp.ModelConfig(seed=FLAGS.seed))
   trainer = tf_mp.Trainer(model, strategy=layout)
