@@ -26,7 +26,9 @@ import tensorflow as tf
 
 import tf_mp
 from tf_mp import cluster_security
+from tf_mp import file_trust
 from tf_mp import peer_wait
+from tf_mp.ops.concat import OpLibrary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -334,6 +336,49 @@ class NoUnpicklingTest(tf.test.TestCase, parameterized.TestCase):
     x[0], x[1] = _Payload(marker), 1
     np.savez(path, x=x, y=np.zeros(2, np.int32))
     self._assert_refused_without_running(path, marker)
+
+
+class NativeCodeTrustTest(tf.test.TestCase):
+  """Op libraries are loaded only from files only you (or root) can change."""
+
+  def setUp(self):
+    super().setUp()
+    self.dir = tempfile.mkdtemp()  # Mode 0700: only this user.
+    self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
+
+  def library(self, directory, mode):
+    path = os.path.join(directory, '_concat_op.so')
+    with open(path, 'wb') as f:
+      f.write(b'not a library')
+    os.chmod(path, mode)
+    return path
+
+  def test_own_private_file_is_trusted(self):
+    self.assertIsNone(file_trust.untrusted_reason(self.library(self.dir, 0o644)))
+
+  def test_world_writable_file_is_not(self):
+    path = self.library(self.dir, 0o666)
+    self.assertEqual(file_trust.untrusted_reason(path),
+                     f'{os.path.realpath(path)} is writable by every user (mode -rw-rw-rw-)')
+
+  def test_world_writable_directory_without_sticky_bit_is_not(self):
+    shared = os.path.join(self.dir, 'shared')
+    os.mkdir(shared)
+    os.chmod(shared, 0o777)
+    self.assertStartsWith(file_trust.untrusted_reason(self.library(shared, 0o644)),
+                          f'directory {os.path.realpath(shared)} is writable by every user')
+    os.chmod(shared, 0o1777)  # Like /tmp: others cannot replace your file.
+    self.assertIsNone(file_trust.untrusted_reason(os.path.join(shared, '_concat_op.so')))
+
+  def test_op_loader_refuses_before_loading(self):
+    with open(os.path.join(self.dir, 'build_info.json'), 'w') as f:
+      json.dump({'tf_version': tf.__version__, 'tf_git_version': tf.version.GIT_VERSION,
+                 'cpu_library': '_concat_op.so'}, f)
+    self.library(self.dir, 0o666)
+    # A loaded bogus file would fail with "loading ... failed" instead.
+    with self.assertRaisesRegex(tf_mp.TfMpError, 'not usable: refusing to load native '
+                                'code from .*_concat_op.so: .* writable by every user'):
+      OpLibrary(self.dir).load(required=True)
 
 
 class _Payload:
