@@ -371,10 +371,6 @@ def create_strategy(kind: str = 'none',
     return StrategyLayout('mirrored', strategy, tuple(map(tuple, groups)))
   peer_timeout = peer_wait.check_peer_timeout(peer_timeout)
   task = parse_tf_config(tf_config)
-  cluster_security.warn_exposure(task)
-  # The strategy blocks, uninterruptibly, until every task has started; wait
-  # for them here, where a line, a time limit and signals work (peer_wait.py).
-  remaining = peer_wait.wait_for_peers(task, peer_timeout)
   # Collectives must be configured before the runtime starts, and checking
   # devices starts it: create the logical CPUs, then the strategy, then check.
   if isinstance(devices, str) and devices.strip().lower() == 'auto':
@@ -388,6 +384,11 @@ def create_strategy(kind: str = 'none',
     first = canonical_device(names[0]) if names else None
   else:
     first = None
+  cluster_security.warn_exposure(task)
+  # The strategy blocks, uninterruptibly, until every task has started: after
+  # the local checks above, wait for the peers here, where a line, a time
+  # limit and signals work (peer_wait.py).
+  remaining = peer_wait.wait_for_peers(task, peer_timeout)
   options = tf.distribute.experimental.CommunicationOptions(
       timeout_seconds=collective_timeout or None)
   # One replica per worker: its lead device is GPU:0 when the group starts
