@@ -9,6 +9,7 @@ one-line errors are the programs' own (tf_mp/cli.py).
 """
 
 import os
+import sys
 
 from absl import flags
 
@@ -21,6 +22,8 @@ cli.define_devices('Devices or device groups.', default='cpu:0,cpu:1,cpu:2')
 cli.define_strategy_flags(collective_timeout=30)
 cli.define_checkpoint_flags(every=50)
 flags.DEFINE_string('weights_out', None, 'Write the final weights (.npz) here.')
+flags.DEFINE_bool('hold', False, 'After READY, idle until stdin closes, then exit '
+                  '(a test reads the running server meanwhile).')
 
 
 def main(argv):
@@ -28,8 +31,12 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   layout = tf_mp.distribute.create_strategy(FLAGS.strategy, FLAGS.devices,
                                  tf_config=os.environ.get('TF_CONFIG'),
-                                 collective_timeout=FLAGS.collective_timeout)
+                                 collective_timeout=FLAGS.collective_timeout,
+                                 peer_timeout=FLAGS.peer_timeout)
   print('READY', layout.describe(), flush=True)
+  if FLAGS.hold:
+    sys.stdin.read()
+    return
   x, y = tf_mp.synthetic_data(FLAGS.seed)
   with layout.scope():
     model = tf_mp.build_model(layout.devices, tf_mp.ModelConfig(seed=FLAGS.seed))

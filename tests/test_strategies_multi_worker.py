@@ -56,8 +56,12 @@ class Cluster:
 
   def stderr(self, run: str, index: int) -> str:
     with open(os.path.join(self.out_dir, f'{run}_{index}.err')) as f:
+      # Without TensorFlow's start-up lines and the start-up lines of every
+      # worker: the exposure warning and (a slow peer) the waiting line, which
+      # tests/test_security.py checks.
       return '\n'.join(l for l in f.read().splitlines()
-                       if not l.startswith(('I0000', 'WARNING: All log')))
+                       if not l.startswith(('I0000', 'WARNING: All log',
+                                            'tf_mp: warning:', 'tf_mp: waiting')))
 
   def stop(self):
     for process in self.processes:

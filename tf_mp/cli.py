@@ -123,7 +123,7 @@ def define_logdir(help_text: str = 'Write TensorBoard scalars (loss, steps/s) '
 
 
 def define_strategy_flags(collective_timeout: float = 60) -> None:
-  """--strategy and --collective_timeout."""
+  """--strategy, --collective_timeout and --peer_timeout."""
   flags.DEFINE_string('strategy', 'none',
                       'none (pure model parallelism), mirrored (one replica per '
                       'device group, groups separated by ";" in --devices) or '
@@ -132,6 +132,10 @@ def define_strategy_flags(collective_timeout: float = 60) -> None:
   flags.DEFINE_float('collective_timeout', collective_timeout,
                      'multi_worker: seconds a collective waits for a dead '
                      'worker before the run fails (0: forever).',
+                     lower_bound=0)
+  flags.DEFINE_float('peer_timeout', 120,
+                     'multi_worker: seconds to wait at start for the other '
+                     'workers of TF_CONFIG before giving up (0: forever).',
                      lower_bound=0)
 
 
@@ -204,10 +208,10 @@ def usage(doc: Optional[str]) -> str:
   return '\n'.join(lines)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 1) -> None:
   sys.stdout.flush()
   sys.stderr.write(f'{program_name()}: error: {message}\n')
-  sys.exit(1)
+  sys.exit(status)
 
 
 def parse_flags(argv, doc: Optional[str] = None) -> list:
@@ -290,7 +294,8 @@ def run(main: Callable[[list], Optional[int]], doc: Optional[str] = None,
     start_tensorflow(FLAGS.verbose)
     status = main(argv)
   except TfMpError as e:
-    _fail(str(e))
+    # 130/143 for an interruption while waiting for peers, else 1.
+    _fail(str(e), getattr(e, 'exit_status', 1))
   except Stopped as e:
     sys.stdout.flush()
     sys.stderr.write(f'{program_name()}: {e}\n')

@@ -60,7 +60,8 @@ def train(argv) -> None:
   # Before any tensor exists: devices, groups and the cluster are set up here.
   layout = tf_mp.distribute.create_strategy(FLAGS.strategy, FLAGS.devices,
                                  tf_config=os.environ.get('TF_CONFIG'),
-                                 collective_timeout=FLAGS.collective_timeout)
+                                 collective_timeout=FLAGS.collective_timeout,
+                                 peer_timeout=FLAGS.peer_timeout)
   x, y = cli.load_data()
   if FLAGS.export_dir:
     tf_mp.check_export_dir(FLAGS.export_dir)
