@@ -1,6 +1,8 @@
 """Pieces checked against independent references: numpy, by hand, the traced graph."""
 
 import math
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -120,6 +122,28 @@ class TutorialModelTest(tf.test.TestCase):
     for op in head + loss:
       self.assertEqual(device_index(op.device), 2, op.name)
     self.assertEqual(device_index(model.head.kernel.device), 2)
+
+
+class PartialCheckpointTest(tf.test.TestCase):
+
+  def test_checkpoint_without_optimizer_state_is_refused_and_changes_nothing(self):
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    source = tf_mp.build_model(['cpu:0', 'cpu:1', 'cpu:2'], tf_mp.ModelConfig(seed=1))
+    # A model-only checkpoint, as `tf.train.Checkpoint(model=...)` writes one.
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=source), directory, 3)
+    manager.save(checkpoint_number=7)
+    model = tf_mp.build_model(['cpu:0', 'cpu:1', 'cpu:2'], tf_mp.ModelConfig(seed=2))
+    trainer = tf_mp.Trainer(model)
+    x, y = tf_mp.synthetic_data(0, num_examples=64)
+    trainer.train_step(x, y)
+    before = [v.numpy() for v in list(model.variables) + list(trainer.optimizer.variables)]
+    with self.assertRaisesRegex(tf_mp.TfMpError, 'ckpt-7.* does not match this model'):
+      tf_mp.TrainingCheckpoints(directory, trainer).restore()
+    after = [v.numpy() for v in list(model.variables) + list(trainer.optimizer.variables)]
+    for want, got in zip(before, after):
+      self.assertAllEqual(want, got)
+    self.assertEqual(int(trainer.step.numpy()), 1)
 
 
 if __name__ == '__main__':

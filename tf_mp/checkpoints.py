@@ -172,11 +172,18 @@ class TrainingCheckpoints:
     if not candidates:
       return None
     failures = []
+    # All or nothing: `restore` assigns every value it finds before the match
+    # check can fail (e.g. a checkpoint without Adam's state), so a refused or
+    # unreadable checkpoint is undone from this copy.
+    variables = self._variables()
+    before = [v.numpy() for v in variables]
     for path in candidates:
       try:
         status = self.checkpoint.restore(path)
         status.assert_existing_objects_matched()
       except _UNREADABLE as e:
+        for var, value in zip(variables, before):
+          var.assign(value)
         reason = _first_line(e)
         failures.append(f'{os.path.basename(path)}: {reason}')
         if _is_mismatch(e):
@@ -191,6 +198,12 @@ class TrainingCheckpoints:
       return path
     raise TfMpError(f'no checkpoint in {self.directory!r} can be read: '
                     f'{"; ".join(f[:200] for f in failures)}')
+
+  def _variables(self) -> list:
+    """Every variable a checkpoint holds: the model's, Adam's, the step."""
+    trainer = self._trainer
+    return (list(trainer.model.variables) + list(trainer.optimizer.variables) +
+            [trainer.step])
 
   def save(self, step: Optional[int] = None) -> Optional[str]:
     """Writes a checkpoint for the trainer's current step; returns its path (chief).
