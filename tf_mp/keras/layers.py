@@ -109,6 +109,14 @@ class OnDevice(keras.layers.Wrapper):
   def get_config(self):
     return {**super().get_config(), 'device': self.device}
 
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    # Loading builds the inner layer while deserializing it (its build
+    # config), before __init__ runs: do that on the device too.
+    device = resolve_devices([config['device']], 1)[0]
+    with device_scope(device):
+      return super().from_config(dict(config), custom_objects)
+
 
 def on_device(layer, device: str) -> OnDevice:
   """Wraps `layer` so that its weights and its computation live on `device`.

@@ -91,13 +91,41 @@ class _PlacedTraining:
       return contextlib.nullcontext()
     return layout.replica_placement()
 
-  def compile(self, *args, **kwargs):  # pylint: disable=signature-differs
-    self._check_strategy()
-    return super().compile(*args, **kwargs)
+  def _check_input_shape(self, x, where: str) -> None:
+    """One line instead of Keras's error when `x` does not fit a functional model's input."""
+    inputs = getattr(self, '_inputs', None) if isinstance(
+        self, keras_functional.Functional) else None
+    if not inputs or len(keras.tree.flatten(inputs)) != 1 or x is None:
+      return
+    expected = list(keras.tree.flatten(inputs)[0].shape)
+    if isinstance(x, tf.data.Dataset):
+      spec = x.element_spec
+      spec = spec[0] if isinstance(spec, (tuple, list)) else spec
+      shape = getattr(spec, 'shape', None)
+      shape = list(shape) if shape is not None and shape.rank is not None else None
+    else:
+      shape = list(np.shape(x)) if isinstance(x, (np.ndarray, tf.Tensor)) else None
+    if shape is None:
+      return
+    if len(shape) != len(expected) or any(
+        e is not None and s is not None and e != s
+        for e, s in zip(expected[1:], shape[1:])):
+      wanted = ', '.join(['batch'] + [str(e) for e in expected[1:]])
+      raise TfMpError(f'{where}: inputs have shape {shape}; the model expects '
+                      f'[{wanted}]')
 
-  def fit(self, *args, **kwargs):  # pylint: disable=signature-differs
+  def fit(self, x=None, *args, **kwargs):  # pylint: disable=signature-differs,keyword-arg-before-vararg
     self._check_strategy()
-    return super().fit(*args, **kwargs)
+    self._check_input_shape(x, 'fit')
+    return super().fit(x, *args, **kwargs)
+
+  def evaluate(self, x=None, *args, **kwargs):  # pylint: disable=signature-differs,keyword-arg-before-vararg
+    self._check_input_shape(x, 'evaluate')
+    return super().evaluate(x, *args, **kwargs)
+
+  def predict(self, x, *args, **kwargs):  # pylint: disable=signature-differs
+    self._check_input_shape(x, 'predict')
+    return super().predict(x, *args, **kwargs)
 
   def train_step(self, data):
     """Keras's TensorFlow `train_step`, with `tf.gradients` instead of a `GradientTape`.
