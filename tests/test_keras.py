@@ -1,0 +1,209 @@
+"""tf_mp.keras: placement read from the traced Keras train step, equivalence with the core, errors."""
+
+import os
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tf_mp
+import tf_mp.keras as tk
+
+DEVICES = ['cpu:0', 'cpu:1', 'cpu:2']
+GROUPS = 'cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5'
+X, Y = tf_mp.synthetic_data(0)
+
+
+def compile_document(model):
+  """TF1's Adam (epsilon 1e-8) and the mean sparse softmax cross-entropy."""
+  model.compile(keras.optimizers.Adam(learning_rate=0.001, epsilon=1e-8),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  return model
+
+
+class Branches(tk.Model):
+  """A subclassed model: three on_device Dense branches, a head on cpu:0."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.branches = [tk.on_device(keras.layers.Dense(32, activation='relu',
+                                                     name=f'branch_{k}'), d)
+                     for k, d in enumerate(DEVICES)]
+    self.head = tk.on_device(keras.layers.Dense(10, name='head'), 'cpu:0')
+    self.loss_device = 'cpu:0'
+
+  def call(self, inputs):
+    return self.head(tf.concat([b(inputs) for b in self.branches], -1))
+
+
+def functional_model():
+  return compile_document(tk.build_model(DEVICES))
+
+
+def subclassed_model():
+  model = Branches()
+  model(X[:2])
+  return compile_document(model)
+
+
+def mirrored_model():
+  layout = tf_mp.create_strategy('mirrored', GROUPS)
+  model = tk.build_model(layout)
+  with layout.scope():
+    return compile_document(model)
+
+
+class PlacementTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('functional', functional_model, ('sub_model_1', 'sub_model_2', 'sub_model_3')),
+      ('subclassed', subclassed_model, ('branch_0', 'branch_1', 'branch_2')),
+      ('mirrored', mirrored_model, ('sub_model_1', 'sub_model_2', 'sub_model_3')),
+  )
+  def test_every_matmul_of_a_branch_runs_on_its_device(self, make, branches):
+    model = make()
+    model.fit(X[:128], Y[:128], batch_size=64, epochs=1, verbose=0, shuffle=False)
+    report = tk.placement_report(model)  # the step fit traced, not a new one
+    replicas = sorted({p.replica for p in report.parts})
+    self.assertEqual(replicas, [0, 1] if make is mirrored_model else [0])
+    groups = [d.split(',') for d in GROUPS.split(';')]
+    for replica in replicas:
+      for k, name in enumerate(branches):
+        part = report[name, replica]
+        want = tf_mp.canonical_device(groups[replica][k])
+        self.assertLen(part.forward_matmuls, 2 if make is functional_model or
+                       make is mirrored_model else 1)
+        self.assertGreaterEqual(len(part.backward_matmuls), len(part.forward_matmuls))
+        for op_name, device in part.forward_matmuls + part.backward_matmuls:
+          self.assertEqual(tf_mp.devices.device_key(device or 'cpu:99'),
+                           tf_mp.devices.device_key(want), op_name)
+        self.assertTrue(part.on_requested_device or make is mirrored_model)
+    self.assertIn('backward ops on', str(report))
+
+  def test_plain_keras_model_leaves_backward_ops_unplaced(self):
+    """The same layers in a plain keras.Model: Keras's GradientTape step does not
+    put sub_model_2's backward MatMuls on cpu:1 (the check above has teeth)."""
+    features = keras.Input((128,))
+    outputs = [tk.sub_model_1('cpu:0')(features), tk.sub_model_2('cpu:1')(features)]
+    logits = keras.layers.Dense(10)(keras.layers.Concatenate()(outputs))
+    model = compile_document(keras.Model(features, logits))
+    data = (tf.constant(X[:64]), tf.constant(Y[:64]))
+    model._symbolic_build(data_batch=data)  # pylint: disable=protected-access
+    model.optimizer.build(model.trainable_variables)
+    spec = (tf.TensorSpec([None, 128]), tf.TensorSpec([None], tf.int32))
+    graph = tf.function(model.train_step).get_concrete_function(spec).graph
+    branch = model.layers[2]
+    self.assertEqual(branch.name, 'sub_model_2')
+    forward = [n for _, names in branch.__dict__['_tf_mp_traced_ops'][graph]
+               for n in names if graph.get_operation_by_name(n).type == 'MatMul']
+    self.assertLen(forward, 2)
+    for name in forward:
+      self.assertEqual(graph.get_operation_by_name(name).device, '/device:CPU:1')
+    backward = [op for op in graph.get_operations() if op.type == 'MatMul' and
+                any(op.name.startswith(f'gradient_tape/{n}/') for n in forward)]
+    self.assertNotEmpty(backward)
+    self.assertTrue(all(tf_mp.devices.device_key(op.device or 'cpu:0') !=
+                        ('CPU', 1) for op in backward),
+                    [(op.name, op.device) for op in backward])
+
+
+class EquivalenceTest(absltest.TestCase):
+
+  def test_losses_match_the_core_trainer(self):
+    steps = 100
+    model = functional_model()
+    logger = tk.StepLogger(every=1, print_fn=lambda line: None)
+    model.fit(tk.step_dataset(X, Y, steps, 64), epochs=1, verbose=0,
+              callbacks=[logger])
+    trainer = tf_mp.Trainer(tf_mp.build_model(DEVICES), 0.001)
+    result = trainer.fit(X, Y, steps=steps, batch_size=64, log_every=1)
+    core = np.array([loss for _, loss in result.logged], np.float32)
+    mine = np.array([loss for _, loss in logger.logged], np.float32)
+    self.assertEqual([s for s, _ in logger.logged], list(range(steps)))
+    self.assertEqual(mine[0], core[0])  # same weights, same batch: bit for bit
+    np.testing.assert_allclose(mine, core, rtol=3e-4)
+
+  def test_step_logger_prints_the_documents_line(self):
+    lines = []
+    model = functional_model()
+    model.fit(tk.step_dataset(X, Y, 3), verbose=0,
+              callbacks=[tk.StepLogger(every=2, print_fn=lines.append)])
+    core = tf_mp.Trainer(tf_mp.build_model(DEVICES)).train_step(X[:64], Y[:64])
+    self.assertEqual(lines[0], f'Step: 0 Loss: {core.numpy()}')
+    self.assertEqual([l.split()[1] for l in lines], ['0', '2'])
+
+  def test_initial_weights_and_transfer_both_ways(self):
+    model = tk.build_model(DEVICES)
+    module = tf_mp.build_model(DEVICES)
+    weights = tk.keras_weights(model)
+    for var in module.variables:
+      np.testing.assert_array_equal(weights[var.name[:-2]].numpy(), var.numpy())
+    for var in module.variables:
+      var.assign(var + 0.5)
+    tk.copy_weights(module, model)
+    np.testing.assert_allclose(model.predict(X[:8], verbose=0),
+                               module(X[:8]).numpy(), rtol=1e-5, atol=1e-6)
+    for w in model.weights:
+      w.assign(w.value * 2)
+    tk.copy_weights(model, module)
+    np.testing.assert_allclose(model.predict(X[:8], verbose=0),
+                               module(X[:8]).numpy(), rtol=1e-5, atol=1e-6)
+
+  def test_keras_file_round_trip(self):
+    model = functional_model()
+    model.fit(tk.step_dataset(X, Y, 3), verbose=0)
+    path = os.path.join(tempfile.mkdtemp(), 'model.keras')
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    self.assertIsInstance(loaded, tk.Model)
+    np.testing.assert_array_equal(model.predict(X[:50], verbose=0),
+                                  loaded.predict(X[:50], verbose=0))
+    self.assertEqual({w.path: w.value.device for w in model.weights},
+                     {w.path: w.value.device for w in loaded.weights})
+    loaded.fit(tk.step_dataset(X, Y, 4, first_step=3), verbose=0)
+    report = tk.placement_report(loaded)
+    self.assertTrue(all(p.on_requested_device for p in report.parts), str(report))
+    self.assertEqual(report['sub_model_2'].requested, '/device:CPU:1')
+
+
+class ErrorsTest(absltest.TestCase):
+
+  def assertOneLine(self, error):
+    self.assertNotIn('\n', str(error.exception))
+
+  def test_on_device_around_a_non_layer(self):
+    with self.assertRaisesRegex(tf_mp.TfMpError, 'is not a Keras layer') as e:
+      tk.on_device(lambda x: x, 'cpu:1')
+    self.assertOneLine(e)
+
+  def test_missing_device_names_the_existing_ones(self):
+    with self.assertRaisesRegex(tf_mp.TfMpError, "'cpu:9' does not exist.*cpu:0") as e:
+      tk.on_device(keras.layers.Dense(3), 'cpu:9')
+    self.assertOneLine(e)
+
+  def test_shapes_that_do_not_match(self):
+    model = functional_model()
+    with self.assertRaisesRegex(tf_mp.TfMpError,
+                                r'shape \[64, 100\].*\[batch, 128\]') as e:
+      model.fit(X[:64, :100], Y[:64], verbose=0)
+    self.assertOneLine(e)
+    with self.assertRaisesRegex(tf_mp.TfMpError, 'shape'):
+      model.predict(tf.data.Dataset.from_tensor_slices(X[:8, :7]).batch(4), verbose=0)
+
+  def test_model_built_outside_the_strategy_scope(self):
+    layout = tf_mp.create_strategy('mirrored', GROUPS)
+    model = tk.build_model(DEVICES)
+    with self.assertRaisesRegex(tf_mp.TfMpError, 'not created under the mirrored') as e:
+      model.distribute_over(layout)
+    self.assertOneLine(e)
+    with layout.scope():
+      compile_document(model)
+      with self.assertRaisesRegex(tf_mp.TfMpError, "strategy's scope"):
+        model.fit(X[:64], Y[:64], verbose=0)
+
+
+if __name__ == '__main__':
+  absltest.main()
