@@ -14,12 +14,12 @@ from tf_mp.keras.model import (FunctionalModel, Model, build_model,
                                copy_weights, keras_weights)
 from tf_mp.keras.report import (KerasPartPlacement, KerasPlacementReport,
                                 placement_report)
-from tf_mp.keras.training import StepLogger, step_dataset
+from tf_mp.keras.training import StepLogger, compile_document, step_dataset
 
 __all__ = [
     'on_device', 'OnDevice', 'Model', 'FunctionalModel', 'SubModel',
     'sub_model_1', 'sub_model_2', 'sub_model_3', 'build_model',
     'NameSeededGlorotUniform', 'copy_weights', 'keras_weights', 'StepLogger',
-    'step_dataset', 'placement_report', 'KerasPlacementReport',
+    'step_dataset', 'compile_document', 'placement_report', 'KerasPlacementReport',
     'KerasPartPlacement',
 ]

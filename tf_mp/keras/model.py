@@ -84,6 +84,12 @@ class _PlacedTraining:
       strategy = tf.distribute.get_strategy()
       if self._distribute_strategy is not strategy:
         self._check_created_in_scope(strategy)
+    optimizer_strategy = getattr(self.optimizer, '_distribution_strategy', None)
+    if (self._distribute_strategy is not None and optimizer_strategy is not None and
+        optimizer_strategy is not self._distribute_strategy):
+      raise TfMpError('the model was built under a tf.distribute strategy but '
+                      'compiled outside its scope; call model.compile(...) '
+                      'inside strategy.scope() (layout.scope())')
 
   def _replica_placement(self):
     layout = self._tf_mp_layout
@@ -138,11 +144,17 @@ class _PlacedTraining:
     Returns:
       The metric results (`loss` is Keras's running mean over the epoch) and
       `step_loss`: this step's own loss, the mean over its global batch
-      (`StepLogger` prints it).
+      (`StepLogger` prints it). With `steps_per_execution = k > 1` also
+      `step_losses` `[k]`: the loss of step s at index `s % k`, so that the
+      logger still sees every step although Keras reports once per execution.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     if not tf.executing_eagerly():
       self._tf_mp_train_graph = tf.compat.v1.get_default_graph()
+    step_losses = self.__dict__.get('_tf_mp_step_losses')
+    if step_losses is not None:
+      # Read before apply_gradients (autograph keeps program order): this step's index.
+      slot = tf.cast(self.optimizer.iterations % step_losses.shape[0], tf.int32)
     with self._replica_placement():
       if self._call_has_training_arg:
         y_pred = self(x, training=True)
@@ -168,7 +180,31 @@ class _PlacedTraining:
     logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     # Keras reduces per-replica logs with "mean" under fit: the mean of the
     # replicas' slice means is the global-batch mean (equal slices).
-    return {**logs, 'step_loss': unscaled}
+    logs = {**logs, 'step_loss': unscaled}
+    if step_losses is not None:
+      # Several steps per execution: Keras reports only the last step's logs,
+      # so every step's loss is kept (aggregation MEAN: the global mean).
+      step_losses.assign(tf.tensor_scatter_nd_update(
+          step_losses.read_value(), [[slot]], [tf.cast(unscaled, tf.float32)]))
+      logs['step_losses'] = step_losses.read_value()
+    return logs
+
+  def make_train_function(self, force=False):
+    """Keras's, plus the per-step loss buffer when `steps_per_execution > 1`."""
+    size = int(self.steps_per_execution or 1)
+    current = self.__dict__.get('_tf_mp_step_losses')
+    if size > 1 and (current is None or current.shape[0] != size):
+      with self.distribute_strategy.scope(), tf.init_scope():
+        # Kept out of Keras's tracking: it is not a weight and is not saved.
+        self.__dict__['_tf_mp_step_losses'] = tf.Variable(
+            tf.zeros([size]), trainable=False, name='tf_mp_step_losses',
+            synchronization=tf.VariableSynchronization.ON_WRITE,
+            aggregation=tf.VariableAggregation.MEAN)
+      force = True
+    elif size == 1 and current is not None:
+      self.__dict__['_tf_mp_step_losses'] = None
+      force = True
+    return super().make_train_function(force=force)
 
   def test_step(self, data):
     with self._replica_placement():

@@ -56,8 +56,9 @@ class StepLogger(keras.callbacks.Callback):
   runs) and X is that step's own loss, the `step_loss` that
   `tf_mp.keras.Model.train_step` returns, printed as the core prints it (a
   numpy float32). Keras's `loss` is a running mean over the epoch, which is not
-  the document's number. With `steps_per_execution > 1` Keras reports once per
-  execution; use the default 1 for one line per logged step.
+  the document's number. With `compile(steps_per_execution=k)` Keras reports
+  once per k steps; the model then also returns every step's loss
+  (`step_losses`), so the same lines come out, k steps at a time.
   """
 
   def __init__(self, every: int = 100,
@@ -76,16 +77,44 @@ class StepLogger(keras.callbacks.Callback):
     self._step = int(iterations.numpy()) if iterations is not None else 0
 
   def on_train_batch_end(self, batch, logs=None):
-    step = self._step
-    self._step += 1
-    if step % self.every:
-      return
-    if not logs or 'step_loss' not in logs:
+    logs = logs or {}
+    first = self._step
+    if 'step_losses' in logs:  # steps_per_execution > 1: several steps at once
+      losses = np.asarray(logs['step_losses'], np.float32)
+      done = int(self.model.optimizer.iterations.numpy())
+      steps = {s: losses[s % len(losses)] for s in range(first, done)}
+    elif 'step_loss' in logs:
+      done = first + 1
+      steps = {first: logs['step_loss']}
+    else:
       raise TfMpError('StepLogger: the logs have no step_loss; train a '
                       'tf_mp.keras.Model (its train_step returns it)')
-    loss = np.float32(logs['step_loss'])
+    self._step = done
+    for step, loss in steps.items():
+      if step % self.every == 0:
+        self._print(step, np.float32(loss))
+
+  def _print(self, step: int, loss: np.float32) -> None:
     self.logged.append((step, loss))
     if self.print_fn is not None:
       self.print_fn(f'Step: {step} Loss: {loss}')
     else:
       print('Step:', step, 'Loss:', loss, flush=True)
+
+
+def compile_document(model, learning_rate: float = 0.001):
+  """Compiles `model` as the document trains: Adam (TF1's epsilon 1e-8), mean softmax loss.
+
+  `keras.optimizers.Adam(learning_rate, epsilon=1e-8)` computes TF1's update
+  (`lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + epsilon)`) and the
+  loss is `SparseCategoricalCrossentropy(from_logits=True)`, the mean over the
+  batch of `tf.nn.sparse_softmax_cross_entropy_with_logits`. Call it inside
+  the strategy's scope when there is one.
+
+  Returns:
+    The model.
+  """
+  model.compile(
+      optimizer=keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8),
+      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  return model
