@@ -1,6 +1,9 @@
 """tf_mp.keras: placement read from the traced Keras train step, equivalence with the core, errors."""
 
 import os
+import re
+import subprocess
+import sys
 import tempfile
 
 from absl.testing import absltest
@@ -12,6 +15,7 @@ import tensorflow as tf
 import tf_mp
 import tf_mp.keras as tk
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEVICES = ['cpu:0', 'cpu:1', 'cpu:2']
 GROUPS = 'cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5'
 X, Y = tf_mp.synthetic_data(0)
@@ -106,12 +110,18 @@ class PlacementTest(parameterized.TestCase):
 class EquivalenceTest(absltest.TestCase):
 
   def test_losses_and_step_lines_match_the_core_trainer(self):
-    steps = 100
+    # The program runs beside the in-process check; it prints steps 0 and 100.
+    program = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'examples', 'tutorial_keras.py'),
+         '--steps', '101', '--devices', 'cpu:0,cpu:1,cpu:2'],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3'))
+    steps = 101
     model = functional_model()
     every_step = tk.StepLogger(every=1, print_fn=lambda line: None)
     lines = []
     document = tk.StepLogger(every=50, print_fn=lines.append)
-    model.fit(tk.step_dataset(X, Y, steps, 64), epochs=1, verbose=0,
+    model.fit(tk.step_dataset(X, Y, steps, 64), epochs=1, verbose=0, shuffle=False,
               callbacks=[every_step, document])
     trainer = tf_mp.Trainer(tf_mp.build_model(DEVICES), 0.001)
     result = trainer.fit(X, Y, steps=steps, batch_size=64, log_every=1)
@@ -121,7 +131,30 @@ class EquivalenceTest(absltest.TestCase):
     self.assertEqual(mine[0], core[0])  # same weights, same batch: bit for bit
     np.testing.assert_allclose(mine, core, rtol=3e-4)
     # The document's line, formatted as examples/tutorial.py prints it.
-    self.assertEqual(lines, [f'Step: 0 Loss: {core[0]}', f'Step: 50 Loss: {mine[50]}'])
+    self.assertEqual(lines, [f'Step: 0 Loss: {core[0]}', f'Step: 50 Loss: {mine[50]}',
+                             f'Step: 100 Loss: {mine[100]}'])
+    stdout, stderr = program.communicate(timeout=300)
+    self.assertEqual(program.returncode, 0, stderr[-2000:])
+    printed = re.findall(r'^Step: (\d+) Loss: (\S+)$', stdout, re.MULTILINE)
+    self.assertEqual([int(s) for s, _ in printed], [0, 100])
+    self.assertEqual(printed[0][1], str(core[0]))
+    np.testing.assert_allclose(float(printed[1][1]), core[100], rtol=3e-4)
+    self.assertIn('backward ops on', stdout)
+
+  def test_step_logger_with_several_steps_per_execution(self):
+    """Keras reports once per 7 steps; the logger still prints steps 0, 5, 10, ..."""
+    model = tk.build_model(DEVICES)
+    model.compile(keras.optimizers.Adam(learning_rate=0.001, epsilon=1e-8),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=7)
+    logger = tk.StepLogger(every=5, print_fn=lambda line: None)
+    model.fit(tk.step_dataset(X, Y, 23), verbose=0, shuffle=False, callbacks=[logger])
+    self.assertEqual([s for s, _ in logger.logged], [0, 5, 10, 15, 20])
+    trainer = tf_mp.Trainer(tf_mp.build_model(DEVICES), 0.001)
+    core = dict(trainer.fit(X, Y, steps=23, log_every=5).logged)
+    self.assertEqual(logger.logged[0][1], np.float32(core[0]))
+    np.testing.assert_allclose([l for _, l in logger.logged],
+                               [core[s] for s in (0, 5, 10, 15, 20)], rtol=3e-4)
 
   def test_initial_weights_and_transfer_both_ways(self):
     model = tk.build_model(DEVICES)
@@ -142,7 +175,7 @@ class EquivalenceTest(absltest.TestCase):
 
   def test_keras_file_round_trip(self):
     model = functional_model()
-    model.fit(tk.step_dataset(X, Y, 3), verbose=0)
+    model.fit(tk.step_dataset(X, Y, 3), verbose=0, shuffle=False)
     path = os.path.join(tempfile.mkdtemp(), 'model.keras')
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -151,7 +184,7 @@ class EquivalenceTest(absltest.TestCase):
                                   loaded.predict(X[:50], verbose=0))
     self.assertEqual({w.path: w.value.device for w in model.weights},
                      {w.path: w.value.device for w in loaded.weights})
-    loaded.fit(tk.step_dataset(X, Y, 4, first_step=3), verbose=0)
+    loaded.fit(tk.step_dataset(X, Y, 4, first_step=3), verbose=0, shuffle=False)
     report = tk.placement_report(loaded)
     self.assertTrue(all(p.on_requested_device for p in report.parts), str(report))
     self.assertEqual(report['sub_model_2'].requested, '/device:CPU:1')
@@ -191,6 +224,11 @@ class ErrorsTest(absltest.TestCase):
       tk.compile_document(model)
       with self.assertRaisesRegex(tf_mp.TfMpError, "strategy's scope"):
         model.fit(X[:64], Y[:64], verbose=0)
+    in_scope = tk.build_model(layout)
+    tk.compile_document(in_scope)  # outside the scope
+    with self.assertRaisesRegex(tf_mp.TfMpError, 'compiled outside its scope') as e:
+      in_scope.fit(X[:64], Y[:64], verbose=0)
+    self.assertOneLine(e)
 
 
 if __name__ == '__main__':
