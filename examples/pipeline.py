@@ -41,7 +41,7 @@ flags.DEFINE_bool('verbose', False, "Show TensorFlow's own start-up messages.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  config = tf_mp.PipelineConfig(seed=FLAGS.seed)
+  config = tf_mp.pipeline.PipelineConfig(seed=FLAGS.seed)
   devices = tf_mp.resolve_devices(FLAGS.devices, len(config.stages))  # Before any tensor.
   if FLAGS.report_steps < 0:
     raise tf_mp.TfMpError(f'--report_steps must be >= 0, got {FLAGS.report_steps}')
@@ -50,12 +50,12 @@ def main(argv):
   else:
     x, y = tf_mp.synthetic_data(FLAGS.seed)
 
-  pipeline = tf_mp.build_pipeline(devices, config,
+  pipeline = tf_mp.pipeline.build_pipeline(devices, config,
                                   num_micro_batches=FLAGS.micro_batches,
                                   remat=FLAGS.remat)
   pipeline.check_batch_size(FLAGS.batch_size)  # Before anything is traced.
   trainer = tf_mp.Trainer(pipeline, FLAGS.learning_rate)
-  print(tf_mp.pipeline_placement(pipeline, trainer), end='\n\n', flush=True)
+  print(tf_mp.reports.pipeline_placement(pipeline, trainer), end='\n\n', flush=True)
 
   def on_log(step, loss_value):
     print('Step:', step, 'Loss:', loss_value, flush=True)
@@ -66,8 +66,8 @@ def main(argv):
         f'{result.steps_per_second:.1f} steps/s', flush=True)
   if FLAGS.report_steps:
     print()
-    print(tf_mp.balance_report(pipeline, batch_size=FLAGS.batch_size), end='\n\n')
-    print(tf_mp.device_time_report(pipeline, x[:FLAGS.batch_size], y[:FLAGS.batch_size],
+    print(tf_mp.reports.balance_report(pipeline, batch_size=FLAGS.batch_size), end='\n\n')
+    print(tf_mp.reports.device_time_report(pipeline, x[:FLAGS.batch_size], y[:FLAGS.batch_size],
                                    steps=FLAGS.report_steps))
 
 

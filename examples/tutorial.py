@@ -72,7 +72,7 @@ def main(argv):
     tf.get_logger().setLevel('ERROR')
     logging.set_verbosity(logging.WARNING)
   # Before any tensor exists: devices, groups and the cluster are set up here.
-  layout = tf_mp.create_strategy(FLAGS.strategy, FLAGS.devices,
+  layout = tf_mp.distribute.create_strategy(FLAGS.strategy, FLAGS.devices,
                                  tf_config=os.environ.get('TF_CONFIG'),
                                  collective_timeout=FLAGS.collective_timeout)
   if FLAGS.data:
@@ -82,8 +82,9 @@ def main(argv):
   if FLAGS.export_dir:
     tf_mp.check_export_dir(FLAGS.export_dir)
 
-  model = layout.build_model(
-      tf_mp.ModelConfig(seed=FLAGS.seed, concat=FLAGS.concat))
+  with layout.scope():
+    model = tf_mp.build_model(
+        layout.devices, tf_mp.ModelConfig(seed=FLAGS.seed, concat=FLAGS.concat))
   trainer = tf_mp.Trainer(model, FLAGS.learning_rate, strategy=layout)
   if layout.distributed:
     print(layout.describe(), end='\n\n', flush=True)

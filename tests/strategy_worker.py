@@ -19,6 +19,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 import tf_mp  # pylint: disable=g-import-not-at-top
+from testing import build_model_in  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('strategy', 'none', 'none, mirrored or multi_worker.')
@@ -37,12 +38,12 @@ def main(argv):
   del argv
   tf.get_logger().setLevel('ERROR')
   logging.set_verbosity(logging.WARNING)
-  layout = tf_mp.create_strategy(FLAGS.strategy, FLAGS.devices,
+  layout = tf_mp.distribute.create_strategy(FLAGS.strategy, FLAGS.devices,
                                  tf_config=os.environ.get('TF_CONFIG'),
                                  collective_timeout=FLAGS.collective_timeout)
   print('READY', layout.describe(), flush=True)
   x, y = tf_mp.synthetic_data(FLAGS.seed)
-  model = layout.build_model(tf_mp.ModelConfig(seed=FLAGS.seed))
+  model = build_model_in(layout, tf_mp.ModelConfig(seed=FLAGS.seed))
   trainer = tf_mp.Trainer(model, strategy=layout)
   checkpoints = None
   if FLAGS.checkpoint_dir:

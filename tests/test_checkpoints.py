@@ -11,8 +11,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from strategy_testing import assert_weights_match, fresh_seed
 import tf_mp
+from testing import assert_weights_match, build_model_in, draw_seed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUTORIAL = os.path.join(ROOT, 'examples', 'tutorial.py')
@@ -20,8 +20,8 @@ THREE = 'cpu:0,cpu:1,cpu:2'
 
 
 def new_trainer(seed: int, kind: str = 'none', devices: str = THREE):
-  layout = tf_mp.create_strategy(kind, devices)
-  model = layout.build_model(tf_mp.ModelConfig(seed=seed))
+  layout = tf_mp.distribute.create_strategy(kind, devices)
+  model = build_model_in(layout, tf_mp.ModelConfig(seed=seed))
   return tf_mp.Trainer(model, strategy=layout)
 
 
@@ -41,7 +41,7 @@ class CheckpointTest(parameterized.TestCase, tf.test.TestCase):
     self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
 
   def test_resume_is_identical_to_never_stopping(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     x, y = tf_mp.synthetic_data(seed, num_examples=512)
     straight = new_trainer(seed)
     straight.fit(x, y, steps=40, batch_size=32)
@@ -62,7 +62,7 @@ class CheckpointTest(parameterized.TestCase, tf.test.TestCase):
       self.assertAllEqual(value, state(second)[name], msg=f'{name}, seed {seed}')
 
   def test_interrupted_write_leaves_the_previous_checkpoint_loadable(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     x, y = tf_mp.synthetic_data(seed, num_examples=256)
     trainer = new_trainer(seed)
     saver = tf_mp.TrainingCheckpoints(self.dir, trainer)
@@ -133,7 +133,7 @@ class CheckpointTest(parameterized.TestCase, tf.test.TestCase):
       tf_mp.TrainingCheckpoints(make(self.dir), new_trainer(0))
 
   def test_restore_across_layouts(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     rng = np.random.default_rng(seed)
     x, y = tf_mp.synthetic_data(seed, num_examples=512)
     probe = rng.standard_normal((16, 128)).astype(np.float32)
@@ -151,7 +151,7 @@ class CheckpointTest(parameterized.TestCase, tf.test.TestCase):
                             msg=f'{kind}, seed {seed}')
         trainer.fit(x, y, steps=30, batch_size=32)
         # Ten more steps on another layout: equal up to the rounding that
-        # strategy_testing.py describes (weights and the gradient-accumulating
+        # tests/testing.py describes (weights and the gradient-accumulating
         # Adam slots alike).
         for variables in (lambda t: t.model.trainable_variables,
                           lambda t: t.optimizer.slots().values()):
@@ -162,7 +162,7 @@ class CheckpointTest(parameterized.TestCase, tf.test.TestCase):
 class CrashTest(tf.test.TestCase):
 
   def test_sigkill_then_rerun_ends_with_the_uninterrupted_weights(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     directory = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
     command = [sys.executable, TUTORIAL, '--steps', '400', '--log_every', '50',

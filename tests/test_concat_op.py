@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_mp
+from testing import draw_seed
 from tf_mp.ops import build as build_lib
 from tf_mp.ops import concat as concat_lib
 
@@ -43,9 +44,6 @@ def as_bits(tensor):
   return tf.bitcast(tensor, _BITS[tensor.dtype.size]).numpy()
 
 
-def fresh_seed():
-  return int(np.random.SeedSequence().entropy % 2**31)
-
 
 # (name, leading dimensions, last dimensions of the inputs)
 SHAPE_CASES = (
@@ -67,10 +65,10 @@ class ValuesTest(parameterized.TestCase, tf.test.TestCase):
   @parameterized.product(case=SHAPE_CASES, dtype=DTYPES)
   def test_table_bit_for_bit(self, case, dtype):
     _, leading, widths = case
-    seed = fresh_seed()
+    seed = draw_seed()
     rng = np.random.default_rng(seed)
     values = [random_bits(rng, leading + (w,), dtype) for w in widths]
-    got = tf_mp.fused_concat(values)
+    got = tf_mp.ops.fused_concat(values)
     want = tf.concat(values, axis=-1)
     self.assertEqual(got.shape, want.shape)
     self.assertEqual(got.dtype, dtype)
@@ -80,7 +78,7 @@ class ValuesTest(parameterized.TestCase, tf.test.TestCase):
   @parameterized.named_parameters(
       (dtype.name, dtype) for dtype in DTYPES)
   def test_random_shapes_bit_for_bit(self, dtype):
-    seed = fresh_seed()
+    seed = draw_seed()
     rng = np.random.default_rng(seed)
     for trial in range(25):
       rank = int(rng.integers(1, 5))
@@ -99,9 +97,9 @@ class ValuesTest(parameterized.TestCase, tf.test.TestCase):
       ('rank3_unknown_leading', [None, None, 2], [None, 3, 1], [None, 3, 3]),
   )
   def test_unknown_shapes_in_tf_function(self, spec_a, spec_b, want_shape):
-    seed = fresh_seed()
+    seed = draw_seed()
     rng = np.random.default_rng(seed)
-    fn = tf.function(lambda a, b: tf_mp.fused_concat([a, b]))
+    fn = tf.function(lambda a, b: tf_mp.ops.fused_concat([a, b]))
     concrete = fn.get_concrete_function(tf.TensorSpec(spec_a, tf.float32),
                                         tf.TensorSpec(spec_b, tf.float32))
     self.assertEqual(concrete.output_shapes.as_list(), want_shape)
@@ -123,17 +121,17 @@ class GradientTest(parameterized.TestCase, tf.test.TestCase):
       ('float32', tf.float32, 2e-3),
   )
   def test_compute_gradient(self, dtype, tolerance):
-    seed = fresh_seed()
+    seed = draw_seed()
     rng = np.random.default_rng(seed)
     xs = [tf.constant(rng.normal(size=(3, w)), dtype) for w in (2, 0, 4)]
     theoretical, numerical = tf.test.compute_gradient(
-        lambda a, b, c: tf_mp.fused_concat([a, b, c]) ** 2, xs)
+        lambda a, b, c: tf_mp.ops.fused_concat([a, b, c]) ** 2, xs)
     for t, n in zip(theoretical, numerical):
       self.assertAllClose(t, n, atol=tolerance, rtol=tolerance,
                           msg=f'seed {seed}')
 
   def test_gradient_equals_tf_concat_with_unknown_width(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     rng = np.random.default_rng(seed)
     a = tf.constant(rng.normal(size=(5, 3)), tf.float32)
     b = tf.constant(rng.normal(size=(5, 6)), tf.float32)
@@ -153,7 +151,7 @@ class GradientTest(parameterized.TestCase, tf.test.TestCase):
       self.assertAllEqual(c, r, msg=f'seed {seed}')
 
   def test_full_model_gradients_equal_on_either_path(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.normal(size=(16, 128)), tf.float32)
     y = tf.constant(rng.integers(0, 10, size=16), tf.int32)
@@ -188,14 +186,14 @@ class PlacementTest(parameterized.TestCase, tf.test.TestCase):
   def test_runs_on_the_device_it_is_placed_on(self, device):
     a, b = tf.ones([2, 3]), tf.zeros([2, 1])
     with tf.device(device):
-      eager = tf_mp.fused_concat([a, b])
+      eager = tf_mp.ops.fused_concat([a, b])
     self.assertEqual(tf.DeviceSpec.from_string(eager.device).device_index,
                      int(device[-1]))
 
     @tf.function
     def fn(x, z):
       with tf.device(device):
-        return tf_mp.fused_concat([x, z])
+        return tf_mp.ops.fused_concat([x, z])
 
     graph = fn.get_concrete_function(a, b).graph
     ops = [op for op in graph.get_operations() if op.type == 'TfMpConcat']
@@ -239,8 +237,8 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
     b = tf.range(4.0)[None, :] * [[1.0], [2.0]]
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter('always')
-      first = tf_mp.fused_concat([a, b])
-      second = tf_mp.fused_concat([b, a])
+      first = tf_mp.ops.fused_concat([a, b])
+      second = tf_mp.ops.fused_concat([b, a])
     self.assertLen(caught, 1, [str(w.message) for w in caught])
     self.assertIs(caught[0].category, RuntimeWarning)
     self.assertRegex(str(caught[0].message), reason)
@@ -281,7 +279,7 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter('always')
       with self.assertRaisesRegex(tf_mp.TfMpError, 'not usable: .*not found'):
-        tf_mp.fused_concat([tf.ones([1, 1])])
+        tf_mp.ops.fused_concat([tf.ones([1, 1])])
     self.assertEmpty(caught)
 
   def test_required_by_build_model_raises(self):
@@ -293,7 +291,7 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
     os.environ[concat_lib.ENV_VAR] = '0'
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter('always')
-      fn = tf.function(lambda x: tf_mp.fused_concat([x, x]))
+      fn = tf.function(lambda x: tf_mp.ops.fused_concat([x, x]))
       graph = fn.get_concrete_function(tf.TensorSpec([2, 3])).graph
     self.assertEmpty(caught)
     types = {op.type for op in graph.get_operations()}
@@ -307,7 +305,7 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
     os.environ[concat_lib.ENV_VAR] = value
     with self.assertRaisesRegex(tf_mp.TfMpError,
                                 f"TF_MP_CUSTOM_OPS='{value}' is not one of"):
-      tf_mp.fused_concat([tf.ones([1, 1])])
+      tf_mp.ops.fused_concat([tf.ones([1, 1])])
 
   def test_bad_concat_path(self):
     with self.assertRaisesRegex(tf_mp.TfMpError,
@@ -333,9 +331,9 @@ class BadInputTest(parameterized.TestCase, tf.test.TestCase):
     for env in ('auto', '0'):  # the same error on either path
       with mock.patch.dict(os.environ, {concat_lib.ENV_VAR: env}):
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
-          tf_mp.fused_concat(make_values())
+          tf_mp.ops.fused_concat(make_values())
         with self.assertRaisesRegex(tf_mp.TfMpError, message):
-          tf_mp.fused_concat(make_values())
+          tf_mp.ops.fused_concat(make_values())
 
   @parameterized.named_parameters(
       ('rank0', [[], []], r'scalar; .*got shapes \[\], \[\]'),

@@ -8,13 +8,11 @@ import numpy as np
 import tensorflow as tf
 
 import tf_mp
+from testing import draw_seed
 from tf_mp.model import ModelConfig, SubModelConfig
 
 DEVICES = ['/device:CPU:0', '/device:CPU:1', '/device:CPU:2']
 
-
-def fresh_seed() -> int:
-  return int(np.random.SeedSequence().entropy % (2**31))
 
 
 def numpy_forward(model, x: np.ndarray) -> np.ndarray:
@@ -41,7 +39,7 @@ class BuilderTest(parameterized.TestCase, tf.test.TestCase):
   )
   def test_shape_names_and_device(self, builder, k, device, hidden, out):
     sub = builder(device, hidden_units=hidden, output_units=out)
-    batch = np.random.default_rng().integers(1, 9)
+    batch = np.random.default_rng(draw_seed()).integers(1, 9)
     y = sub(tf.random.normal([batch, 128]))
     self.assertEqual(y.shape, (batch, out))
     self.assertEqual(
@@ -70,7 +68,7 @@ class BuilderTest(parameterized.TestCase, tf.test.TestCase):
       self.assertEqual(device_index(op.device), ('CPU', 1), op.name)
 
   def test_glorot_uniform_and_zero_bias(self):
-    sub = tf_mp.sub_model_1(seed=fresh_seed())
+    sub = tf_mp.sub_model_1(seed=draw_seed())
     limit = np.sqrt(6 / (128 + 256))
     kernel = sub.hidden.kernel.numpy()
     self.assertLessEqual(np.abs(kernel).max(), limit)
@@ -87,7 +85,7 @@ class ModelTest(parameterized.TestCase, tf.test.TestCase):
                                          SubModelConfig(32, 8)))),
   )
   def test_equals_numpy(self, config):
-    seed = fresh_seed()
+    seed = draw_seed()
     config = ModelConfig(sub_models=config.sub_models, seed=seed)
     model = tf_mp.build_model(DEVICES, config)
     x = np.random.default_rng(seed).standard_normal((17, 128)).astype(np.float32)
@@ -136,8 +134,8 @@ class ModelTest(parameterized.TestCase, tf.test.TestCase):
                                      '/device:CPU:0'])
 
   def test_saved_model_serves_the_same_logits(self):
-    model = tf_mp.build_model(DEVICES, ModelConfig(seed=fresh_seed()))
-    x = np.random.default_rng().standard_normal((5, 128)).astype(np.float32)
+    model = tf_mp.build_model(DEVICES, ModelConfig(seed=draw_seed()))
+    x = np.random.default_rng(draw_seed()).standard_normal((5, 128)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
       path = tf_mp.export_saved_model(model, os.path.join(tmp, 'model'))
       serve = tf.saved_model.load(path).signatures['serving_default']
@@ -152,7 +150,7 @@ class ModelTest(parameterized.TestCase, tf.test.TestCase):
 class AdamTest(tf.test.TestCase):
 
   def test_matches_tf1_formula_with_epsilon_1e_8(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     rng = np.random.default_rng(seed)
     model = tf_mp.build_model(DEVICES, ModelConfig(seed=seed))
     trainer = tf_mp.Trainer(model)
@@ -192,7 +190,7 @@ class AdamTest(tf.test.TestCase):
   def test_fit_logs_every_n_steps_and_resumes(self):
     model = tf_mp.build_model(DEVICES)
     trainer = tf_mp.Trainer(model)
-    x, y = tf_mp.synthetic_data(fresh_seed(), num_examples=256)
+    x, y = tf_mp.synthetic_data(draw_seed(), num_examples=256)
     seen = []
     result = trainer.fit(x, y, steps=25, batch_size=16, log_every=10,
                          on_log=lambda s, l: seen.append((s, l)))

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_mp
+from testing import draw_seed
 from tf_mp import lm
 
 DEVICES = ['cpu:0', 'cpu:1', 'cpu:2']
@@ -15,9 +16,6 @@ DEVICES = ['cpu:0', 'cpu:1', 'cpu:2']
 SMALL = lm.LMConfig(vocab_size=13, context=12, d_model=18, num_heads=6,
                     num_blocks=1, mlp_units=24)
 
-
-def fresh_seed() -> int:
-  return int(np.random.SeedSequence().entropy % (2**31))
 
 
 def random_weights(model, seed: int) -> dict:
@@ -52,7 +50,7 @@ class TensorParallelEqualsUnsplitTest(parameterized.TestCase, tf.test.TestCase):
 
   @parameterized.named_parameters(('t1', 1), ('t2', 2), ('t3', 3))
   def test_logits_gradients_and_adam_steps(self, t):
-    seed = fresh_seed()
+    seed = draw_seed()
     rng = np.random.default_rng(seed)
     unsplit = lm.build_lm(SMALL, ['cpu:0'])
     split = lm.build_lm(SMALL, DEVICES[:t])
@@ -140,7 +138,7 @@ TEXT = lm.builtin_corpus()[:24000]
 class TrainAndGenerateTest(tf.test.TestCase):
 
   def test_validation_loss_drops_below_unigram_entropy(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     corpus = lm.prepare_corpus(TEXT, 32, seed=seed, stride=4)
     config = lm.LMConfig(vocab_size=corpus.vocab.size, context=32, d_model=32,
                          num_heads=2, num_blocks=1, mlp_units=64, seed=seed)

@@ -3,7 +3,7 @@
 One run of `tests/reference/tf1_program.py` (a subprocess: graph mode is
 process-global) on fresh random data records the initial checkpoint, logits,
 gradients, one Adam step and 200 losses; every test compares the port, loaded
-from that checkpoint with `tf_mp.load_tf1_checkpoint`, against that record.
+from that checkpoint with `tf_mp.compat.v1.load_tf1_checkpoint`, against that record.
 Tolerances are `tf1_oracle.TOLERANCES` (the issue's).
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_mp
+from testing import draw_seed
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 'reference'))
@@ -36,7 +37,7 @@ class OracleTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.seed = int(np.random.SeedSequence().entropy % (2**31))
+    cls.seed = draw_seed()
     cls.work_dir = tempfile.mkdtemp(prefix='tf1_oracle_')
     x, y = tf1_oracle.random_data(cls.seed)
     cls.reference = tf1_oracle.run_tf1_program(cls.work_dir, x, y, steps=200)

@@ -1,4 +1,4 @@
-"""Tests for `tf_mp.Pipeline`: GPipe semantics, placement, dataflow, reports, bad input.
+"""Tests for `tf_mp.pipeline.Pipeline`: GPipe semantics, placement, dataflow, reports, bad input.
 
 Inputs are fresh random draws each run; every assertion message carries the
 seed, so a failure can be replayed by fixing it.
@@ -12,14 +12,12 @@ import numpy as np
 import tensorflow as tf
 
 import tf_mp
-from tf_mp.pipeline_report import _best_split
+from testing import draw_seed
+from tf_mp.pipeline import best_split
 
 DEVICES = ['/device:CPU:0', '/device:CPU:1', '/device:CPU:2']
 BATCH = 32  # A multiple of every M tested.
 
-
-def _seed() -> int:
-  return int(np.random.SeedSequence().entropy % (2**31))
 
 
 def _local(device: str) -> str:
@@ -72,7 +70,7 @@ class _Sequential(tf.Module):
 
 def _reference(config):
   """Unplaced stages with the same initial values (kernels are seeded by name)."""
-  return _Sequential(tf_mp.build_pipeline(None, config).stages, config)
+  return _Sequential(tf_mp.pipeline.build_pipeline(None, config).stages, config)
 
 
 def _by_name(variables):
@@ -85,9 +83,9 @@ class GPipeSemanticsTest(tf.test.TestCase, parameterized.TestCase):
       (f'm{m}_{"remat" if remat else "plain"}', m, remat)
       for m in (1, 2, 4, 8) for remat in (False, True))
   def test_loss_and_gradients_equal_single_batch(self, m, remat):
-    seed = _seed()
-    config = tf_mp.PipelineConfig(seed=seed % 1000)
-    pipeline = tf_mp.build_pipeline(DEVICES, config, num_micro_batches=m, remat=remat)
+    seed = draw_seed()
+    config = tf_mp.pipeline.PipelineConfig(seed=seed % 1000)
+    pipeline = tf_mp.pipeline.build_pipeline(DEVICES, config, num_micro_batches=m, remat=remat)
     reference = _reference(config)
     x, y = _batch_away_from_relu_kinks(reference, seed)
 
@@ -108,9 +106,9 @@ class GPipeSemanticsTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(('m4_plain', 4, False), ('m8_remat', 8, True))
   def test_fifty_adam_steps_equal_full_batch_training(self, m, remat):
-    seed = _seed()
-    config = tf_mp.PipelineConfig(seed=seed % 1000)
-    pipeline = tf_mp.build_pipeline(DEVICES, config, num_micro_batches=m, remat=remat)
+    seed = draw_seed()
+    config = tf_mp.pipeline.PipelineConfig(seed=seed % 1000)
+    pipeline = tf_mp.pipeline.build_pipeline(DEVICES, config, num_micro_batches=m, remat=remat)
     reference = _reference(config)
     x, y = _batch(seed, batch=256)
     losses = {}
@@ -174,10 +172,10 @@ class PlacementAndDataflowTest(tf.test.TestCase, parameterized.TestCase):
       ('three_devices_remat', 'cpu:0,cpu:1,cpu:2', DEVICES, True),
       ('round_robin', 'cpu:1,cpu:2', [DEVICES[1], DEVICES[2], DEVICES[1]], False))
   def test_each_stage_on_its_device(self, devices, expected, remat):
-    pipeline = tf_mp.build_pipeline(devices, num_micro_batches=4, remat=remat)
+    pipeline = tf_mp.pipeline.build_pipeline(devices, num_micro_batches=4, remat=remat)
     self.assertEqual(expected, list(pipeline.devices))
     self.assertEqual(expected[-1], pipeline.output_device)
-    report = tf_mp.pipeline_placement(pipeline)
+    report = tf_mp.reports.pipeline_placement(pipeline)
     for part, device in zip(report.parts, expected):
       self.assertEqual([device], [_local(d) for d in part.variable_devices], part.name)
       self.assertNotEmpty(part.op_devices, part.name)
@@ -185,20 +183,20 @@ class PlacementAndDataflowTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(('m4', 4, False), ('m4_remat', 4, True), ('m8', 8, False))
   def test_micro_batches_free_of_cross_dependencies(self, m, remat):
-    pipeline = tf_mp.build_pipeline(DEVICES, num_micro_batches=m, remat=remat)
+    pipeline = tf_mp.pipeline.build_pipeline(DEVICES, num_micro_batches=m, remat=remat)
     graph = tf_mp.Trainer(pipeline).traced_step_graph()
     self.assertEqual([], _cross_micro_batch_dependencies(self, graph, m))
 
   def test_checker_finds_a_serialising_control_edge(self):
     # The same pipeline with micro-batch i's forward made to wait for i-1's:
     # the check must flag it (otherwise the test above proves nothing).
-    pipeline = _SerialisedPipeline(tf_mp.build_pipeline(DEVICES).stages,
+    pipeline = _SerialisedPipeline(tf_mp.pipeline.build_pipeline(DEVICES).stages,
                                    num_micro_batches=4)
     graph = tf_mp.Trainer(pipeline).traced_step_graph()
     self.assertNotEmpty(_cross_micro_batch_dependencies(self, graph, 4))
 
 
-class _SerialisedPipeline(tf_mp.Pipeline):
+class _SerialisedPipeline(tf_mp.pipeline.Pipeline):
   """A deliberately bad pipeline: each micro-batch waits for the previous one."""
 
   def _forward(self, micro_batch, i):
@@ -248,10 +246,10 @@ class ReportsTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(('m1', 1), ('m4', 4))
   def test_device_time_report_is_sane(self, m):
-    seed = _seed()
-    pipeline = tf_mp.build_pipeline(DEVICES, num_micro_batches=m)
+    seed = draw_seed()
+    pipeline = tf_mp.pipeline.build_pipeline(DEVICES, num_micro_batches=m)
     x, y = _batch(seed, batch=64)
-    report = tf_mp.device_time_report(pipeline, x, y, steps=2, warmup=1)
+    report = tf_mp.reports.device_time_report(pipeline, x, y, steps=2, warmup=1)
     self.assertLen(report.devices, 3)
     self.assertEqual(2, report.steps)
     self.assertAlmostEqual(2 / (m + 2), report.theoretical_bubble)
@@ -267,9 +265,9 @@ class ReportsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn('GPipe (K-1)/(M+K-1)', str(report))
 
   def test_balance_report_is_sane(self):
-    config = tf_mp.PipelineConfig(stages=((256, 256), (256,), (10,)))
-    pipeline = tf_mp.build_pipeline(DEVICES, config)
-    report = tf_mp.balance_report(pipeline, batch_size=16, repeats=1)
+    config = tf_mp.pipeline.PipelineConfig(stages=((256, 256), (256,), (10,)))
+    pipeline = tf_mp.pipeline.build_pipeline(DEVICES, config)
+    report = tf_mp.reports.balance_report(pipeline, batch_size=16, repeats=1)
     self.assertEqual([128 * 256 + 256 + 256 * 256 + 256, 256 * 256 + 256, 256 * 10 + 10],
                      [s.parameters for s in report.stages])
     self.assertEqual([2 * (128 * 256 + 256 * 256) + 512, 2 * 256 * 256 + 256,
@@ -288,10 +286,10 @@ class ReportsTest(tf.test.TestCase, parameterized.TestCase):
       ('heavy_head', [6, 1, 1, 1, 1, 1, 1], 2, [1, 7]),
       ('one_each', [3, 1, 2], 3, [1, 2, 3]))
   def test_best_split(self, times, parts, bounds):
-    self.assertEqual(bounds, _best_split(times, parts))
+    self.assertEqual(bounds, best_split(times, parts))
 
   def test_theoretical_bubble(self):
-    self.assertAlmostEqual(2 / 10, tf_mp.build_pipeline(DEVICES, num_micro_batches=8)
+    self.assertAlmostEqual(2 / 10, tf_mp.pipeline.build_pipeline(DEVICES, num_micro_batches=8)
                            .theoretical_bubble())
 
 
@@ -301,53 +299,53 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
                                   ('bool', True))
   def test_bad_micro_batch_count(self, m):
     with self.assertRaisesRegex(tf_mp.TfMpError, 'num_micro_batches must be a positive'):
-      tf_mp.build_pipeline(DEVICES, num_micro_batches=m)
+      tf_mp.pipeline.build_pipeline(DEVICES, num_micro_batches=m)
 
   def test_batch_not_divisible_in_fit(self):
-    trainer = tf_mp.Trainer(tf_mp.build_pipeline(DEVICES, num_micro_batches=4))
-    x, y = _batch(_seed(), batch=64)
+    trainer = tf_mp.Trainer(tf_mp.pipeline.build_pipeline(DEVICES, num_micro_batches=4))
+    x, y = _batch(draw_seed(), batch=64)
     with self.assertRaisesRegex(tf_mp.TfMpError,
                                 r'batch size 30 .*num_micro_batches=4.*multiple of 4'):
       trainer.fit(x, y, steps=1, batch_size=30)
     self.assertEqual(0, int(trainer.step.numpy()))
 
   def test_batch_not_divisible_in_train_step(self):
-    trainer = tf_mp.Trainer(tf_mp.build_pipeline(DEVICES, num_micro_batches=8))
-    x, y = _batch(_seed(), batch=12)
+    trainer = tf_mp.Trainer(tf_mp.pipeline.build_pipeline(DEVICES, num_micro_batches=8))
+    x, y = _batch(draw_seed(), batch=12)
     with self.assertRaisesRegex(tf_mp.TfMpError, r'batch size 12 .*num_micro_batches=8'):
       trainer.train_step(x, y)
     self.assertEqual(0, int(trainer.step.numpy()))
 
   def test_stage_output_does_not_fit_next_input(self):
-    stages = [tf_mp.pipeline_stage(1, 'cpu:0'),
-              tf_mp.pipeline_stage(2, 'cpu:1', input_units=128, units=(64,))]
+    stages = [tf_mp.pipeline.pipeline_stage(1, 'cpu:0'),
+              tf_mp.pipeline.pipeline_stage(2, 'cpu:1', input_units=128, units=(64,))]
     with self.assertRaisesRegex(
         tf_mp.TfMpError,
         r'stage 1 \(stage_1\) outputs \[batch, 256\] but stage 2 \(stage_2\) '
         r'expects \[batch, 128\]'):
-      tf_mp.Pipeline(stages)
+      tf_mp.pipeline.Pipeline(stages)
 
   def test_config_widths_checked(self):
     with self.assertRaisesRegex(tf_mp.TfMpError, r'stage_2: units\[0\] must be a positive'):
-      tf_mp.build_pipeline(DEVICES, tf_mp.PipelineConfig(stages=((8,), (0,), (10,))))
+      tf_mp.pipeline.build_pipeline(DEVICES, tf_mp.pipeline.PipelineConfig(stages=((8,), (0,), (10,))))
 
   def test_stage_on_other_device_than_asked(self):
     with self.assertRaisesRegex(tf_mp.TfMpError,
                                 r'stage 1 \(stage_1\) was built on cpu:0 but devices '
                                 r'asks for cpu:2'):
-      tf_mp.Pipeline([tf_mp.pipeline_stage(1, 'cpu:0')], devices='cpu:2')
+      tf_mp.pipeline.Pipeline([tf_mp.pipeline.pipeline_stage(1, 'cpu:0')], devices='cpu:2')
 
   @parameterized.named_parameters(('empty', []), ('not_a_module', [3]))
   def test_bad_stage_list(self, stages):
     with self.assertRaises(tf_mp.TfMpError):
-      tf_mp.Pipeline(stages)
+      tf_mp.pipeline.Pipeline(stages)
 
   def test_unknown_stage_needs_widths(self):
     with self.assertRaisesRegex(tf_mp.TfMpError, 'stage 4: .*give input_units and units'):
-      tf_mp.pipeline_stage(4)
+      tf_mp.pipeline.pipeline_stage(4)
 
   def test_wrong_feature_width(self):
-    pipeline = tf_mp.build_pipeline(DEVICES, num_micro_batches=2)
+    pipeline = tf_mp.pipeline.build_pipeline(DEVICES, num_micro_batches=2)
     with self.assertRaisesRegex(tf_mp.TfMpError, r'shape \[4, 64\]; expected \[batch, 128\]'):
       pipeline(np.zeros([4, 64], np.float32))
 
@@ -356,8 +354,8 @@ class BuildersTest(tf.test.TestCase):
 
   def test_stage_builders_and_callables(self):
     # Callables build each stage on the device the pipeline gives it.
-    pipeline = tf_mp.Pipeline(
-        [lambda d, k=k: tf_mp.pipeline_stage(k, d) for k in (1, 2, 3)],
+    pipeline = tf_mp.pipeline.Pipeline(
+        [lambda d, k=k: tf_mp.pipeline.pipeline_stage(k, d) for k in (1, 2, 3)],
         devices='cpu:2,cpu:1,cpu:0', num_micro_batches=2)
     self.assertEqual([DEVICES[2], DEVICES[1], DEVICES[0]], list(pipeline.devices))
     self.assertEqual(((256,), (256,), (10,)), pipeline.config.stages)
@@ -373,7 +371,7 @@ class BuildersTest(tf.test.TestCase):
     # sub-models chained 128 -> 64 -> 64.
     stages = [tf_mp.sub_model_1('cpu:0'),
               tf_mp.sub_model_2('cpu:1', input_units=64, output_units=10)]
-    pipeline = tf_mp.Pipeline(stages, num_micro_batches=2)
+    pipeline = tf_mp.pipeline.Pipeline(stages, num_micro_batches=2)
     self.assertEqual(10, pipeline.config.num_classes)
     self.assertEqual(DEVICES[1], pipeline.output_device)
 

@@ -10,8 +10,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from strategy_testing import assert_weights_match, fresh_seed
 import tf_mp
+from testing import assert_weights_match, build_model_in, draw_seed
 
 GROUPS = 'cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5'
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,21 +42,21 @@ class DeviceGroupsTest(parameterized.TestCase):
       ('auto', 'auto', [[0, 1, 2], [3, 4, 5]]),  # conftest made 6 CPUs.
   )
   def test_parse(self, spec, want):
-    groups = tf_mp.parse_device_groups(spec)
+    groups = tf_mp.distribute.parse_device_groups(spec)
     self.assertEqual(groups, [[cpu(k) for k in group] for group in want])
 
   def test_none_without_placement(self):
-    layout = tf_mp.create_strategy('none', None)
+    layout = tf_mp.distribute.create_strategy('none', None)
     self.assertFalse(layout.distributed)
     self.assertEqual(layout.num_replicas, 1)
-    self.assertEqual([m.device for m in layout.build_model().sub_models], [None] * 3)
+    self.assertEqual([m.device for m in build_model_in(layout).sub_models], [None] * 3)
 
   def test_tf_config_parsed(self):
-    task = tf_mp.parse_tf_config(json.dumps(GOOD_TF_CONFIG))
+    task = tf_mp.distribute.parse_tf_config(json.dumps(GOOD_TF_CONFIG))
     self.assertEqual((task.task_type, task.task_index, task.num_workers),
                      ('worker', 1, 2))
     self.assertFalse(task.is_chief)
-    self.assertTrue(tf_mp.parse_tf_config(json.dumps(
+    self.assertTrue(tf_mp.distribute.parse_tf_config(json.dumps(
         dict(GOOD_TF_CONFIG, task={'type': 'worker', 'index': 0}))).is_chief)
 
 
@@ -110,19 +110,19 @@ class BadInputTest(parameterized.TestCase):
     kind = kwargs.pop('kind')
     kwargs.setdefault('tf_config', json.dumps(GOOD_TF_CONFIG))
     with self.assertRaises(tf_mp.TfMpError) as caught:
-      tf_mp.create_strategy(kind, **kwargs)
+      tf_mp.distribute.create_strategy(kind, **kwargs)
     self.assertIn(message, str(caught.exception))
     self.assertNotIn('\n', str(caught.exception))
 
   def test_model_not_built_in_scope(self):
-    layout = tf_mp.create_strategy('mirrored', GROUPS)
+    layout = tf_mp.distribute.create_strategy('mirrored', GROUPS)
     model = tf_mp.build_model(['cpu:0', 'cpu:1', 'cpu:2'])
     with self.assertRaisesRegex(tf_mp.TfMpError, 'was not created under the mirrored'):
       tf_mp.Trainer(model, strategy=layout)
 
   def test_batch_not_divisible_by_replicas(self):
-    layout = tf_mp.create_strategy('mirrored', GROUPS)
-    trainer = tf_mp.Trainer(layout.build_model(), strategy=layout)
+    layout = tf_mp.distribute.create_strategy('mirrored', GROUPS)
+    trainer = tf_mp.Trainer(build_model_in(layout), strategy=layout)
     x, y = tf_mp.synthetic_data(0, num_examples=64)
     with self.assertRaisesRegex(tf_mp.TfMpError, 'batch_size 63 is not divisible by the 2'):
       trainer.fit(x, y, steps=1, batch_size=63)
@@ -156,7 +156,7 @@ class WeightsMatchTest(parameterized.TestCase):
       ('scalar_off', {'scalar': 2e-5}, False),
   )
   def test_assert_weights_match(self, change, matches):
-    rng = np.random.default_rng(fresh_seed())
+    rng = np.random.default_rng(draw_seed())
     expected = {'bias': rng.standard_normal(256).astype(np.float32),
                 'power': np.float32(0.9)}
     actual = {k: np.array(v, copy=True) for k, v in expected.items()}
@@ -182,14 +182,14 @@ def _weights(model) -> dict:
 class MirroredTest(parameterized.TestCase, tf.test.TestCase):
 
   def test_mirrored_equals_none_on_the_same_global_batches(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     x, y = tf_mp.synthetic_data(seed, num_examples=1024)
     config = tf_mp.ModelConfig(seed=seed)
-    none = tf_mp.create_strategy('none', 'cpu:0,cpu:1,cpu:2')
-    single = tf_mp.Trainer(none.build_model(config), strategy=none)
-    mirrored = tf_mp.create_strategy('mirrored', GROUPS)
+    none = tf_mp.distribute.create_strategy('none', 'cpu:0,cpu:1,cpu:2')
+    single = tf_mp.Trainer(build_model_in(none, config), strategy=none)
+    mirrored = tf_mp.distribute.create_strategy('mirrored', GROUPS)
     self.assertEqual(mirrored.num_replicas, 2)
-    replicated = tf_mp.Trainer(mirrored.build_model(config), strategy=mirrored)
+    replicated = tf_mp.Trainer(build_model_in(mirrored, config), strategy=mirrored)
     # Checkpoints every 20 steps split the loop: the dataset must carry on.
     result_1 = single.fit(x, y, steps=50, batch_size=64, log_every=1)
     result_2 = replicated.fit(x, y, steps=50, batch_size=64, log_every=1,
@@ -213,13 +213,13 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
       self.assertAllEqual(copies[0], copies[1], msg=var.name)
 
   def test_train_step_splits_the_global_batch(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     rng = np.random.default_rng(seed)
     config = tf_mp.ModelConfig(seed=seed)
-    none = tf_mp.create_strategy('none', 'cpu:0,cpu:1,cpu:2')
-    single = tf_mp.Trainer(none.build_model(config))
-    mirrored = tf_mp.create_strategy('mirrored', 'cpu:3,cpu:4,cpu:5;cpu:0,cpu:1,cpu:2')
-    replicated = tf_mp.Trainer(mirrored.build_model(config), strategy=mirrored)
+    none = tf_mp.distribute.create_strategy('none', 'cpu:0,cpu:1,cpu:2')
+    single = tf_mp.Trainer(build_model_in(none, config))
+    mirrored = tf_mp.distribute.create_strategy('mirrored', 'cpu:3,cpu:4,cpu:5;cpu:0,cpu:1,cpu:2')
+    replicated = tf_mp.Trainer(build_model_in(mirrored, config), strategy=mirrored)
     for _ in range(3):
       x = rng.standard_normal((32, 128)).astype(np.float32)
       y = rng.integers(0, 10, 32).astype(np.int32)
@@ -229,8 +229,8 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
                          f'seed {seed}')
 
   def test_each_replica_computes_on_its_own_group(self):
-    layout = tf_mp.create_strategy('mirrored', GROUPS)
-    trainer = tf_mp.Trainer(layout.build_model(), strategy=layout)
+    layout = tf_mp.distribute.create_strategy('mirrored', GROUPS)
+    trainer = tf_mp.Trainer(build_model_in(layout), strategy=layout)
     graph = trainer.traced_step_graph()
     # Variables: one copy per replica, on the replica's lead device (TF's rule).
     for var in trainer.model.trainable_variables:
@@ -256,8 +256,8 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
       self.assertEqual(counts[k], counts[k + 3])
 
   def test_replica_placement_is_a_no_op_outside_replicas(self):
-    layout = tf_mp.create_strategy('mirrored', GROUPS)
-    model = layout.build_model()
+    layout = tf_mp.distribute.create_strategy('mirrored', GROUPS)
+    model = build_model_in(layout)
     with layout.replica_placement():
       y = model(tf.zeros([2, 128]))
     self.assertEqual(device_index(y.device), 0)

@@ -17,8 +17,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from strategy_testing import assert_weights_match, fresh_seed
 import tf_mp
+from testing import assert_weights_match, build_model_in, draw_seed
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'strategy_worker.py')
 START_AND_TRAIN_S = 240  # Bound on one run of a worker (start-up included).
@@ -80,13 +80,13 @@ class MultiWorkerTest(tf.test.TestCase):
     'mirrored' splits each global batch between two replicas exactly as the two
     workers do (rows 0-31 and 32-63, gradients summed), so it must agree bit
     for bit. 'none' sums the 64 rows in one matmul: equal up to float32
-    rounding (see strategy_testing.py).
+    rounding (see tests/testing.py).
     """
     x, y = tf_mp.synthetic_data(seed)
     devices = {'none': 'cpu:0,cpu:1,cpu:2',
                'mirrored': 'cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5'}[kind]
-    layout = tf_mp.create_strategy(kind, devices)
-    trainer = tf_mp.Trainer(layout.build_model(tf_mp.ModelConfig(seed=seed)),
+    layout = tf_mp.distribute.create_strategy(kind, devices)
+    trainer = tf_mp.Trainer(build_model_in(layout, tf_mp.ModelConfig(seed=seed)),
                             strategy=layout)
     trainer.fit(x, y, steps=steps, batch_size=64)
     return {v.name: v.numpy() for v in trainer.model.trainable_variables}
@@ -101,7 +101,7 @@ class MultiWorkerTest(tf.test.TestCase):
                          dict(weights[0]), f'seed {seed}')
 
   def test_two_workers_equal_one_process_on_the_combined_batches(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     cluster = Cluster(free_ports(2), ['--steps', '100', '--batch_size', '64',
                                       '--seed', str(seed), '--log_every', '50'], self.dir)
     try:
@@ -117,7 +117,7 @@ class MultiWorkerTest(tf.test.TestCase):
     self.assert_workers_match('run', seed, 100)
 
   def test_dead_worker_stops_the_survivor_then_all_resume(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     checkpoints = os.path.join(self.dir, 'ckpt')
     cluster = Cluster(
         free_ports(2),

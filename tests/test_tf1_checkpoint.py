@@ -12,15 +12,13 @@ import numpy as np
 import tensorflow as tf
 
 import tf_mp
+from testing import draw_seed
 from tf_mp.adam import variable_name
 
 DEVICES = ['cpu:0', 'cpu:1', 'cpu:2']
 PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'reference',
                        'tf1_program.py')
 
-
-def fresh_seed() -> int:
-  return int(np.random.SeedSequence().entropy % (2**31))
 
 
 def temp_dir(test) -> str:
@@ -93,7 +91,7 @@ def truncate(path: str, keep: float) -> None:
 def overwrite(path: str) -> None:
   size = os.path.getsize(path)
   with open(path, 'wb') as f:
-    f.write(np.random.default_rng().bytes(size))
+    f.write(np.random.default_rng(draw_seed()).bytes(size))
 
 
 # name, how the checkpoint is spoiled, whether a trainer is given, message parts.
@@ -155,7 +153,7 @@ class LoadTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.seed = fresh_seed()
+    cls.seed = draw_seed()
     cls.source_model, cls.source_trainer = trained(cls.seed)
 
   @parameterized.named_parameters(*_BAD_CHECKPOINTS)
@@ -169,7 +167,7 @@ class LoadTest(parameterized.TestCase):
     trainer = trainer if with_trainer else None
     before = snapshot(model, trainer)
     with self.assertRaises(tf_mp.TfMpError, msg=f'seed {seed}') as raised:
-      tf_mp.load_tf1_checkpoint(model, prefix, trainer)
+      tf_mp.compat.v1.load_tf1_checkpoint(model, prefix, trainer)
     message = str(raised.exception)
     self.assertNotIn('\n', message)
     for part in message_parts:
@@ -181,10 +179,10 @@ class LoadTest(parameterized.TestCase):
                                     err_msg=f'{name} changed; seed {seed}')
 
   def test_directory_without_checkpoint_file(self):
-    model, _ = build(fresh_seed(), with_trainer=False)
+    model, _ = build(draw_seed(), with_trainer=False)
     directory = temp_dir(self)
     with self.assertRaisesRegex(tf_mp.TfMpError, 'has no "checkpoint" file'):
-      tf_mp.load_tf1_checkpoint(model, directory)
+      tf_mp.compat.v1.load_tf1_checkpoint(model, directory)
 
   @parameterized.named_parameters(
       ('none', None),
@@ -192,9 +190,9 @@ class LoadTest(parameterized.TestCase):
       ('empty', ''),
   )
   def test_path_that_is_not_a_path(self, path):
-    model, _ = build(fresh_seed(), with_trainer=False)
+    model, _ = build(draw_seed(), with_trainer=False)
     with self.assertRaisesRegex(tf_mp.TfMpError, 'is not a path'):
-      tf_mp.load_tf1_checkpoint(model, path)
+      tf_mp.compat.v1.load_tf1_checkpoint(model, path)
 
   @parameterized.named_parameters(
       ('same_devices', DEVICES),
@@ -210,7 +208,7 @@ class LoadTest(parameterized.TestCase):
         tf1_arrays(source_model, source_trainer))
     model, trainer = build(seed + 1, devices)
     placed = {variable_name(v): v.device for v in model.variables}
-    loaded = tf_mp.load_tf1_checkpoint(model, prefix, trainer)
+    loaded = tf_mp.compat.v1.load_tf1_checkpoint(model, prefix, trainer)
     self.assertLen(loaded, 14 + 28 + 2)
     want = snapshot(source_model, source_trainer)
     got = snapshot(model, trainer)
@@ -227,7 +225,7 @@ class LoadTest(parameterized.TestCase):
         os.path.join(temp_dir(self), 'model'),
         tf1_arrays(source_model, source_trainer))
     model, _ = build(seed + 1, with_trainer=False)
-    loaded = tf_mp.load_tf1_checkpoint(model, prefix)
+    loaded = tf_mp.compat.v1.load_tf1_checkpoint(model, prefix)
     self.assertLen(loaded, 14)
     for v, w in zip(model.variables, source_model.variables):
       np.testing.assert_array_equal(v.numpy(), w.numpy())
@@ -240,33 +238,33 @@ class LoadTest(parameterized.TestCase):
         {variable_name(v): v.numpy() for v in source_model.variables})
     model, trainer = trained(seed + 1)
     slots = {n: v.numpy() for n, v in trainer.optimizer.slots().items()}
-    tf_mp.load_tf1_checkpoint(model, prefix, trainer)
+    tf_mp.compat.v1.load_tf1_checkpoint(model, prefix, trainer)
     for name, value in trainer.optimizer.slots().items():
       np.testing.assert_array_equal(value.numpy(), slots[name], err_msg=name)
 
   def test_trainer_of_another_model(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     model, _ = build(seed, with_trainer=False)
     _, other_trainer = build(seed)
-    prefix = tf_mp.save_tf1_checkpoint(
+    prefix = tf_mp.compat.v1.save_tf1_checkpoint(
         model, os.path.join(temp_dir(self), 'model'))
     with self.assertRaisesRegex(tf_mp.TfMpError, 'different model'):
-      tf_mp.load_tf1_checkpoint(model, prefix, other_trainer)
+      tf_mp.compat.v1.load_tf1_checkpoint(model, prefix, other_trainer)
 
 
 class SaveTest(parameterized.TestCase):
 
   def test_round_trip_keeps_everything(self):
-    seed = fresh_seed()
+    seed = draw_seed()
     model, trainer = trained(seed, steps=4)
     directory = temp_dir(self)
-    prefix = tf_mp.save_tf1_checkpoint(model, os.path.join(directory, 'model'),
+    prefix = tf_mp.compat.v1.save_tf1_checkpoint(model, os.path.join(directory, 'model'),
                                        trainer)
     names = dict(tf.train.list_variables(prefix))
     self.assertEqual(names['sub_model_2/hidden/kernel/Adam_1'], [128, 256])
     self.assertEqual(names['beta1_power'], [])
     copy, copy_trainer = build(seed + 1, ['cpu:5', 'cpu:4', 'cpu:3'])
-    tf_mp.load_tf1_checkpoint(copy, directory, copy_trainer)  # via the directory
+    tf_mp.compat.v1.load_tf1_checkpoint(copy, directory, copy_trainer)  # via the directory
     want, got = snapshot(model, trainer), snapshot(copy, copy_trainer)
     for name in want:
       np.testing.assert_array_equal(got[name], want[name],
@@ -278,18 +276,18 @@ class SaveTest(parameterized.TestCase):
       ('directory', 'DIR', 'is a directory'),
   )
   def test_bad_path(self, path, message):
-    model, _ = build(fresh_seed(), with_trainer=False)
+    model, _ = build(draw_seed(), with_trainer=False)
     if path == 'DIR':
       path = temp_dir(self)
     with self.assertRaisesRegex(tf_mp.TfMpError, message):
-      tf_mp.save_tf1_checkpoint(model, path)
+      tf_mp.compat.v1.save_tf1_checkpoint(model, path)
 
   def test_the_tf1_program_restores_and_continues_it(self):
     """Port -> TF1 Saver.restore -> one TF1 Adam step -> port: all values agree."""
-    seed = fresh_seed()
+    seed = draw_seed()
     model, trainer = trained(seed, steps=3)
     directory = temp_dir(self)
-    prefix = tf_mp.save_tf1_checkpoint(model, os.path.join(directory, 'port'),
+    prefix = tf_mp.compat.v1.save_tf1_checkpoint(model, os.path.join(directory, 'port'),
                                        trainer)
     x, y = tf_mp.synthetic_data(seed + 2, num_examples=128)
     data = os.path.join(directory, 'data.npz')

@@ -1,6 +1,12 @@
-"""tf_mp: the model-parallel example of the source document, in TensorFlow 2."""
+"""tf_mp: the model-parallel example of the source document, in TensorFlow 2.
 
-from tf_mp import lm
+The top level holds the document's model and its training. The rest is one
+level down: `tf_mp.distribute` (data parallelism around it), `tf_mp.pipeline`
+(the sequential form), `tf_mp.reports`, `tf_mp.compat.v1` (TF1 checkpoints),
+`tf_mp.ops` (the optional concat op) and `tf_mp.lm` (a tensor-parallel LM).
+"""
+
+from tf_mp import compat, distribute, lm, ops, pipeline, reports
 from tf_mp.adam import Adam
 from tf_mp.checkpoints import TrainingCheckpoints, resume_training
 from tf_mp.data import batch_indices, check_arrays, load_npz, synthetic_data
@@ -9,48 +15,27 @@ from tf_mp.devices import (available_devices, canonical_device,
                            ensure_logical_cpus, resolve_devices)
 from tf_mp.errors import TfMpError, TrainingDivergedError
 from tf_mp.export import check_export_dir, export_saved_model
-from tf_mp.lm import LMConfig, LMTrainer, TinyLM, build_lm
 from tf_mp.model import ConcatModel, ModelConfig, SubModelConfig, build_model
-from tf_mp.ops import custom_concat_available, fused_concat
-from tf_mp.pipeline import (Pipeline, PipelineConfig, PipelineStage,
-                            build_pipeline, pipeline_stage)
-from tf_mp.pipeline_report import (BalanceReport, DeviceTimeReport,
-                                   balance_report, device_time_report,
-                                   pipeline_placement)
-from tf_mp.placement import PlacementReport, placement_report
-from tf_mp.strategies import (STRATEGIES, StrategyLayout, WorkerLostError,
-                              create_strategy, parse_device_groups,
-                              parse_tf_config)
+from tf_mp.reports.placement import PlacementReport, placement_report
 from tf_mp.sub_models import SubModel, sub_model_1, sub_model_2, sub_model_3
-from tf_mp.tf1_checkpoint import load_tf1_checkpoint, save_tf1_checkpoint
-from tf_mp.trainer import Trainer, TrainResult, sparse_softmax_loss
-
-__version__ = '0.1.0'
+from tf_mp.trainer import TrainableModel, Trainer, TrainResult, sparse_softmax_loss
+from tf_mp.version import __version__
 
 __all__ = [
-    # The document's model and its training.
+    # The document's model.
     'ConcatModel', 'Dense', 'ModelConfig', 'SubModel', 'SubModelConfig',
     'build_model', 'sub_model_1', 'sub_model_2', 'sub_model_3',
-    'Adam', 'Trainer', 'TrainResult', 'sparse_softmax_loss',
+    # Its training.
+    'Adam', 'TrainableModel', 'Trainer', 'TrainResult', 'sparse_softmax_loss',
     # Devices and where things live.
     'available_devices', 'canonical_device', 'ensure_logical_cpus',
     'resolve_devices', 'PlacementReport', 'placement_report',
-    # Data, export, checkpoints.
+    # Data, checkpoints, export.
     'batch_indices', 'check_arrays', 'load_npz', 'synthetic_data',
-    'check_export_dir', 'export_saved_model', 'TrainingCheckpoints',
-    'resume_training',
-    'load_tf1_checkpoint', 'save_tf1_checkpoint',
+    'TrainingCheckpoints', 'resume_training', 'check_export_dir',
+    'export_saved_model',
     # Errors.
-    'TfMpError', 'TrainingDivergedError', 'WorkerLostError',
-    # tf.distribute strategies.
-    'STRATEGIES', 'StrategyLayout', 'create_strategy', 'parse_device_groups',
-    'parse_tf_config',
-    # The optional custom concat op.
-    'custom_concat_available', 'fused_concat',
-    # The pipeline form.
-    'Pipeline', 'PipelineConfig', 'PipelineStage', 'build_pipeline',
-    'pipeline_stage', 'BalanceReport', 'DeviceTimeReport', 'balance_report',
-    'device_time_report', 'pipeline_placement',
-    # The tiny language model.
-    'lm', 'LMConfig', 'LMTrainer', 'TinyLM', 'build_lm',
+    'TfMpError', 'TrainingDivergedError',
+    # Sub-packages.
+    'compat', 'distribute', 'lm', 'ops', 'pipeline', 'reports',
 ]

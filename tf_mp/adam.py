@@ -30,11 +30,6 @@ def variable_name(variable: tf.Variable) -> str:
   return name[:-2] if name.endswith(':0') else name
 
 
-def _copy_to(tensor: tf.Tensor, device: str) -> tf.Tensor:
-  with tf.device(device):
-    return tf.identity(tensor)
-
-
 class Adam(tf.Module):
   """TF1 `AdamOptimizer` for `tf.Variable`s that may sit on different devices.
 
@@ -101,18 +96,25 @@ class Adam(tf.Module):
 
   def apply_gradients(
       self, grads_and_vars: Iterable[Tuple[tf.Tensor, tf.Variable]]) -> tf.Operation:
-    """One Adam step: TF1's `ResourceApplyAdam` per variable, then the beta powers."""
+    """One Adam step: TF1's `ResourceApplyAdam` per variable, then the beta powers.
+
+    Update math only, as Sonnet's optimizers: no cross-replica communication.
+    Under a replicated strategy call it in the replica context with gradients
+    already summed over the replicas (as `tf_mp.Trainer` does): each replica
+    then applies the identical update to its own copy of every variable
+    (`variable.handle` is the local copy there).
+
+    Args:
+      grads_and_vars: `(gradient, variable)` pairs; a None gradient is skipped.
+
+    Returns:
+      The op that updates the beta powers, after every variable's update.
+
+    Raises:
+      TfMpError: called before `build`, or for a variable `build` did not see.
+    """
     if not self.built:
       raise TfMpError('Adam.apply_gradients called before Adam.build(variables)')
-    if tf.distribute.has_strategy():
-      grads_and_vars = [(g, v) for g, v in grads_and_vars if g is not None]
-      if tf.distribute.in_cross_replica_context():
-        return self._distributed_apply(tf.distribute.get_strategy(), grads_and_vars)
-      # Each gradient sits on its sub-model's device; moved beside its variable
-      # (the replica's lead device) they all-reduce as one packed collective.
-      grads_and_vars = [(_copy_to(g, v.device), v) for g, v in grads_and_vars]
-      return tf.distribute.get_replica_context().merge_call(
-          self._distributed_apply, args=(grads_and_vars,))
     updates = []
     beta1_power = tf.identity(self.beta1_power)
     beta2_power = tf.identity(self.beta2_power)
@@ -134,40 +136,7 @@ class Adam(tf.Module):
                 epsilon=tf.constant(self.epsilon, var.dtype), grad=grad,
                 use_locking=False))
     with tf.control_dependencies(updates), device_scope(self.beta1_power.device):
-      self.beta1_power.assign(beta1_power * self.beta1)
-      return self.beta2_power.assign(beta2_power * self.beta2).op
-
-  def _distributed_apply(self, strategy, grads_and_vars) -> tf.Operation:
-    """Cross-replica step: sums the replicas' gradients, then the same TF1 update.
-
-    Each replica's gradient is of its share of the global-batch loss, so their
-    sum is the gradient of the global-batch loss. Every copy of a mirrored
-    variable gets the identical `ResourceApplyAdam` on its own device.
-    """
-    for _, var in grads_and_vars:
-      if variable_name(var) not in self.m:
-        raise TfMpError(f'Adam has no slots for variable {variable_name(var)!r}; '
-                        'build it with the variables it will update')
-    reduced = strategy.extended.batch_reduce_to(
-        tf.distribute.ReduceOp.SUM, grads_and_vars)
-    beta1, beta2 = self.beta1, self.beta2
-
-    def apply_one(var, grad, m, v, beta1_power, beta2_power):
-      return tf.raw_ops.ResourceApplyAdam(
-          var=var.handle, m=m.handle, v=v.handle,
-          beta1_power=beta1_power.read_value(),
-          beta2_power=beta2_power.read_value(),
-          lr=tf.constant(self.learning_rate, var.dtype),
-          beta1=tf.constant(beta1, var.dtype), beta2=tf.constant(beta2, var.dtype),
-          epsilon=tf.constant(self.epsilon, var.dtype), grad=grad, use_locking=False)
-
-    updates = []
-    for grad, (_, var) in zip(reduced, grads_and_vars):
-      name = variable_name(var)
-      updates.append(strategy.extended.update(
-          var, apply_one, args=(grad, self.m[name], self.v[name],
-                                self.beta1_power, self.beta2_power)))
-    with tf.control_dependencies(updates):
-      strategy.extended.update(self.beta1_power, lambda p: p.assign(p * beta1))
-      return strategy.extended.update(
-          self.beta2_power, lambda p: p.assign(p * beta2).op)
+      tf.raw_ops.AssignVariableOp(resource=self.beta1_power.handle,
+                                  value=beta1_power * self.beta1)
+      return tf.raw_ops.AssignVariableOp(resource=self.beta2_power.handle,
+                                         value=beta2_power * self.beta2)

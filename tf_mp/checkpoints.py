@@ -162,7 +162,7 @@ def resume_training(directory: str, trainer, layout=None,
   """Opens `directory` for this process's role and resumes from its newest checkpoint.
 
   The one set-up the training programs share: the chief or a worker of
-  `layout` (a `tf_mp.StrategyLayout`, or None for one process), a restore, and
+  `layout` (a `tf_mp.distribute.StrategyLayout`, or None for one process), a restore, and
   the one-line `Resumed from <path> at step N` when there was something to
   resume.
 

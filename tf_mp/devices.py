@@ -17,6 +17,8 @@ import tensorflow as tf
 from tf_mp.errors import TfMpError
 
 DeviceSpec = Union[None, str, Sequence[str]]
+# Device groups (one per replica): see `parse_device_groups`.
+GroupSpec = Union[None, str, Sequence[str], Sequence[Sequence[str]]]
 
 _SHORT_NAME = re.compile(r'^/?(?:device:)?(cpu|gpu|tpu):(\d+)$', re.IGNORECASE)
 
@@ -206,3 +208,101 @@ def remapped_devices(mapping: Dict[str, str]):
     yield
   finally:
     _REMAP.mapping = previous
+
+
+def parse_device_groups(spec: GroupSpec = 'auto', group_size: int = 3) -> list:
+  """Turns a device-group request into lists of checked device names.
+
+  Args:
+    spec: `'auto'`; groups separated by `;` (`'cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5'`),
+      each one device per sub-model (a shorter group is used round-robin); a
+      flat list (`'cpu:0,...,cpu:5'`), cut into consecutive groups of
+      `group_size`; or a list of lists. `auto`: the GPUs in groups of
+      `group_size` (one round-robin group when there are fewer); without GPUs
+      the logical CPU devices in groups of `group_size`, creating
+      `2 * group_size` of them when the runtime has not started.
+    group_size: devices per group: the number of sub-models.
+
+  Returns:
+    A list of groups, each a list of `group_size` canonical device names.
+
+  Raises:
+    TfMpError: a device is malformed or missing, a flat list cannot be divided
+      into groups, or two groups share a device.
+  """
+  if spec is None:
+    raise TfMpError('device groups are needed for a replicated strategy; got '
+                    'None, expected e.g. "cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5"')
+  if isinstance(spec, str) and spec.strip().lower() == 'auto':
+    return _auto_groups(group_size)
+  if isinstance(spec, str):
+    if ';' in spec:
+      parts = [part.strip() for part in spec.split(';')]
+      if any(not part for part in parts):
+        raise TfMpError(f'device groups {spec!r} have an empty group; expected '
+                        'groups separated by ";", e.g. "cpu:0,cpu:1,cpu:2;cpu:3,'
+                        'cpu:4,cpu:5"')
+      raw_groups = [split_device_list(part) for part in parts]
+    else:
+      raw_groups = _cut(split_device_list(spec), group_size, spec)
+  else:
+    items = list(spec)
+    if items and all(isinstance(item, str) for item in items):
+      raw_groups = _cut(items, group_size, ','.join(items))
+    else:
+      raw_groups = [list(group) for group in items]
+  if not raw_groups:
+    raise TfMpError('device groups are empty; expected at least one group')
+  make_cpus_for(name for group in raw_groups for name in group)
+  groups = [resolve_devices(group, group_size) for group in raw_groups]
+  owner = {}
+  for index, group in enumerate(groups):
+    for device in set(group):
+      if device in owner:
+        raise TfMpError(f'device {short_device_name(device)} is in group {owner[device] + 1} '
+                        f'and group {index + 1}; expected disjoint groups')
+      owner[device] = index
+  return groups
+
+
+def make_cpus_for(names) -> None:
+  """Creates the logical CPUs up to the highest local `cpu:k` named, at once.
+
+  `resolve_devices` starts the runtime when it checks a group, so the devices
+  of all groups must be created before the first group is checked.
+  """
+  highest = -1
+  for name in names:
+    spec = tf.DeviceSpec.from_string(canonical_device(name))
+    if spec.device_type == 'CPU' and spec.job in (None, 'localhost'):
+      highest = max(highest, spec.device_index or 0)
+  if highest >= 0:
+    try:
+      ensure_logical_cpus(highest + 1)
+    except TfMpError:
+      pass  # Reported by resolve_devices as a missing device.
+
+
+def _cut(names: list, group_size: int, as_written: str) -> list:
+  if len(names) % group_size:
+    raise TfMpError(
+        f'{len(names)} devices ({as_written!r}) cannot be divided into groups of '
+        f'{group_size} (one device per sub-model); give a multiple of {group_size} '
+        'devices or separate groups with ";"')
+  return [names[i:i + group_size] for i in range(0, len(names), group_size)]
+
+
+def _auto_groups(group_size: int) -> list:
+  gpus = tf.config.list_physical_devices('GPU')
+  if gpus:
+    names = [f'/device:GPU:{i}' for i in range(len(gpus))]
+  else:
+    try:
+      ensure_logical_cpus(2 * group_size)
+    except TfMpError:
+      pass  # Already started: use what exists.
+    names = [canonical_device(d.name) for d in tf.config.list_logical_devices('CPU')]
+  if len(names) < group_size:
+    return [resolve_devices(names, group_size)]
+  count = len(names) // group_size
+  return [names[i * group_size:(i + 1) * group_size] for i in range(count)]

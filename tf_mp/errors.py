@@ -1,4 +1,9 @@
-"""The one exception type tf_mp raises for mistakes a user can make."""
+"""The exception types tf_mp raises: `TfMpError` for anything a user can cause."""
+
+import re
+from typing import Optional
+
+import tensorflow as tf
 
 
 class TfMpError(ValueError):
@@ -18,3 +23,25 @@ class TrainingDivergedError(TfMpError):
         'nothing was written after that step')
     self.step = step
     self.loss = loss
+
+
+# What a collective raises when a peer died or stopped answering.
+COLLECTIVE_FAILURES = (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+                       tf.errors.CancelledError, tf.errors.AbortedError)
+
+
+class WorkerLostError(TfMpError):
+  """A collective failed: another worker died or is unreachable. `step` is where."""
+
+  def __init__(self, step: int, timeout: Optional[float], error: Exception):
+    text = str(getattr(error, 'message', error))
+    match = re.search(r'\b([A-Z_]{6,}):\s*([^\n\[]+)', text)
+    detail = f'{match.group(1)}: {match.group(2).strip()}' if match else (
+        ' '.join(text.split())[:120])
+    limit = f' within the {timeout:g}s collective timeout' if timeout else ''
+    super().__init__(
+        f'training stopped at or after step {step}: a collective with the other workers '
+        f'did not complete{limit}, so a worker is down or unreachable '
+        f'({detail}); restart all workers with the '
+        'same command to resume from the last checkpoint')
+    self.step = step

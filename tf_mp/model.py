@@ -32,7 +32,7 @@ class ModelConfig:
     seed: seeds the Glorot-uniform kernels (biases start at zero).
     concat: how the sub-model outputs are joined: 'tf' (`tf.concat`),
       'custom' (the TfMpConcat op of `tf_mp/ops`, which must be built: `make
-      ops`), or 'auto' (`tf_mp.fused_concat`: the op when it is usable, else
+      ops`), or 'auto' (`tf_mp.ops.fused_concat`: the op when it is usable, else
       `tf.concat` after one warning; `TF_MP_CUSTOM_OPS` decides). All three
       give bit-for-bit the same outputs and gradients.
   """
@@ -69,6 +69,15 @@ class ConcatModel(tf.Module):
     self.head = head
     self.output_device = output_device
     self.config = config
+
+  @property
+  def input_spec(self) -> tf.TensorSpec:
+    """One batch of features: float32 `[None, config.input_units]`."""
+    return tf.TensorSpec([None, self.config.input_units], tf.float32)
+
+  @property
+  def num_classes(self) -> int:
+    return self.config.num_classes
 
   @property
   def devices(self) -> list:

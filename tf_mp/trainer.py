@@ -1,25 +1,70 @@
-"""Training with Adam: one step for user code, and a fast loop of many steps per call."""
+"""Training with TF1-exact Adam: one step function, one loop, any strategy.
+
+Every step goes through `strategy.run`, with TensorFlow's default strategy
+standing in for "no strategy" (as `official/core/base_trainer.py` does), so
+the single-device, mirrored and multi-worker runs share one code path. Inside
+the replica step the loss's gradients are taken with `tf.gradients`, which
+colocates each gradient op with its forward op: each sub-model's backward pass
+runs on the sub-model's device. (`tf.GradientTape` inside `tf.function` leaves
+the backward ops unplaced; see docs/design.md.)
+"""
 
 import contextlib
 import dataclasses
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 import tensorflow as tf
 
 from tf_mp.adam import Adam
+from tf_mp.checks import positive_int
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.devices import device_scope
-from tf_mp.errors import TfMpError, TrainingDivergedError
-from tf_mp.strategies import COLLECTIVE_FAILURES, WorkerLostError
+from tf_mp.errors import (COLLECTIVE_FAILURES, TfMpError, TrainingDivergedError,
+                          WorkerLostError)
 
 
 def sparse_softmax_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-  """Mean sparse softmax cross-entropy: logits `[batch, classes]`, labels `[batch]`."""
+  """Mean sparse softmax cross-entropy: logits `[batch, ..., classes]`, labels `[batch, ...]`."""
   return tf.reduce_mean(
       tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
                                                      logits=logits))
+
+
+@runtime_checkable
+class TrainableModel(Protocol):
+  """What `Trainer` trains: a callable from features to logits with variables.
+
+  Required:
+    `__call__(features) -> logits`: float32 features `[batch, features]` (or
+      the model's `input_spec`) to logits `[batch, classes]`; the model places
+      its own computation (`tf.device` scopes inside `__call__`).
+    `trainable_variables`: the variables Adam updates (any `tf.Module` has it).
+
+  Optional, each used only when present:
+    `input_spec`: a `tf.TensorSpec` of one batch of features (default: float32
+      `[None, width]`, the width taken from the training data).
+    `label_spec`: a `tf.TensorSpec` of one batch of labels (default int32
+      `[None]`).
+    `num_classes`: the logits' width (default: read from the traced forward
+      pass). Labels must lie in `[0, num_classes)`.
+    `output_device`: where the loss is computed (default: TensorFlow decides).
+    `check_data(features, labels, source) -> (features, labels)`: the model's
+      own data check (default: `tf_mp.check_arrays`).
+    `check_batch_size(batch_size)`: raises `TfMpError` for a batch size the
+      model cannot take (a pipeline needs a multiple of its micro-batches).
+    `loss_and_gradients(features, labels, loss_fn) -> (loss, grads)`: a
+      gradient path of its own (a pipeline accumulates over micro-batches),
+      grads aligned with `trainable_variables`.
+  """
+
+  @property
+  def trainable_variables(self) -> Sequence[tf.Variable]:
+    ...
+
+  def __call__(self, features: tf.Tensor) -> tf.Tensor:
+    ...
 
 
 @dataclasses.dataclass
@@ -40,90 +85,182 @@ class TrainResult:
     return self.steps / self.seconds if self.seconds > 0 else float('inf')
 
 
-def _positive_int(name: str, value) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise TfMpError(f'{name} must be a positive integer, got {value!r}')
-  return int(value)
-
-
 class Trainer:
-  """Trains a model from `build_model` (or any module mapping features to logits).
+  """Trains any `TrainableModel` with TF1's Adam, under any strategy layout.
 
-  The loss is the mean sparse softmax cross-entropy, computed on the model's
-  `output_device`. Gradients are taken with `tf.gradients`, which colocates each
-  gradient op with its forward op, so each sub-model's backward pass runs on the
-  sub-model's device (a `GradientTape` would leave them unplaced: see the README).
-  The optimizer is `tf_mp.Adam`, TF1's `AdamOptimizer` (epsilon 1e-8).
+  The loss (`loss_fn`, by default the mean sparse softmax cross-entropy) is
+  computed on the model's `output_device`. Gradients come from `tf.gradients`,
+  so each backward op sits on its forward op's device. With a replicated
+  strategy each replica takes its slice of the global batch, its share of the
+  loss, and its gradients, which are summed across replicas (one all-reduce)
+  before the same Adam update on every copy.
 
   Attributes:
     model: the model being trained.
-    optimizer: its `tf_mp.Adam`.
+    optimizer: its `tf_mp.Adam` (TF1's `AdamOptimizer`, epsilon 1e-8).
     step: int64 variable, the number of steps taken so far.
+    layout: the `tf_mp.distribute.StrategyLayout`, or None.
   """
 
   def __init__(self,
-               model: tf.Module,
+               model: TrainableModel,
                learning_rate: float = 0.001,
                *,
                beta1: float = 0.9,
                beta2: float = 0.999,
                epsilon: float = 1e-8,
                loss_fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] = sparse_softmax_loss,
-               strategy=None):
+               strategy=None,
+               input_spec: Optional[tf.TensorSpec] = None,
+               num_classes: Optional[int] = None):
+    """Creates the optimizer state (under the strategy's scope) and the step.
+
+    Args:
+      model: a `TrainableModel`, e.g. `tf_mp.build_model(...)` or your own
+        `tf.Module` with `tf.device` scopes inside.
+      learning_rate, beta1, beta2, epsilon: Adam's settings (TF1's defaults).
+      loss_fn: `(logits, labels) -> scalar`, a mean over the examples.
+      strategy: a `tf_mp.distribute.StrategyLayout` (from `create_strategy`),
+        or None for TensorFlow's default strategy. A replicated layout needs
+        the model built inside `layout.scope()`.
+      input_spec: overrides the model's `input_spec` (features of one batch).
+      num_classes: overrides the model's `num_classes`.
+
+    Raises:
+      TfMpError: the model has no trainable variables, was built outside the
+        strategy's scope, or an argument is out of range.
+    """
+    if not callable(model) or not hasattr(model, 'trainable_variables'):
+      raise TfMpError(f'model {type(model).__name__} is not trainable: expected a '
+                      'callable with trainable_variables (e.g. a tf.Module)')
     self.model = model
     self.loss_fn = loss_fn
-    # A `tf_mp.StrategyLayout` with a tf.distribute strategy, or None.
-    self.strategy = strategy if strategy is not None and strategy.distributed else None
-    with self.strategy.scope() if self.strategy else contextlib.nullcontext():
-      if self.strategy:
-        _check_created_in_scope(model, self.strategy)
+    self.layout = strategy if strategy is not None and strategy.distributed else None
+    self._strategy = (self.layout.strategy if self.layout else
+                      tf.distribute.get_strategy())
+    self._input_spec = input_spec or getattr(model, 'input_spec', None)
+    self._label_spec = getattr(model, 'label_spec', None) or tf.TensorSpec(
+        [None], tf.int32)
+    self._num_classes = (positive_int('num_classes', num_classes)
+                         if num_classes is not None else getattr(model, 'num_classes', None))
+    self._output_device = getattr(model, 'output_device', None)
+    self._own_gradients = getattr(model, 'loss_and_gradients', None)
+    with self._strategy.scope():
+      if self.layout:
+        _check_created_in_scope(model, self.layout)
       self.optimizer = Adam(learning_rate, beta1, beta2, epsilon)
       self.optimizer.build(model.trainable_variables)
       with tf.init_scope():
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
-    if self.strategy:
-      self._train_step = tf.function(self._distributed_step_fn)
-      self._run_steps = tf.function(self._distributed_run_steps_fn)
-    else:
-      self._train_step = tf.function(self._step_fn)
-      self._run_steps = tf.function(self._run_steps_fn)
+    self._train_step = tf.function(self._step_fn)
+    self._run_steps = tf.function(self._run_steps_fn)
+
+  # What the data must look like.
 
   @property
-  def input_units(self) -> int:
-    return self.model.config.input_units
+  def num_replicas(self) -> int:
+    """Replicas in sync (1 without a replicated strategy)."""
+    return self._strategy.num_replicas_in_sync
+
+  def input_spec(self, features=None) -> tf.TensorSpec:
+    """The spec of one batch of features: the model's, or float32 `[None, width]` of `features`."""
+    if self._input_spec is not None:
+      return self._input_spec
+    if features is None:
+      raise TfMpError(f'the features of {type(self.model).__name__} are not known '
+                      'yet: give Trainer(..., input_spec=tf.TensorSpec([None, '
+                      'width], tf.float32)) or train on data first')
+    shape = np.shape(features)
+    if len(shape) != 2 or shape[1] < 1:
+      raise TfMpError(f'features have shape {list(shape)}; expected [n, width]')
+    self._input_spec = tf.TensorSpec([None, shape[1]], tf.float32)
+    return self._input_spec
 
   @property
   def num_classes(self) -> int:
-    return self.model.config.num_classes
+    """The width of the model's logits (labels lie in `[0, num_classes)`)."""
+    if self._num_classes is None:
+      spec = self.input_spec()
+      outputs = tf.function(self.model).get_concrete_function(spec).structured_outputs
+      width = tf.TensorShape(getattr(outputs, 'shape', None))
+      if width.rank is None or width[-1] is None:
+        raise TfMpError(f'the logits of {type(self.model).__name__} have shape '
+                        f'{width}; expected a known last axis, or give '
+                        'Trainer(..., num_classes=...)')
+      self._num_classes = int(width[-1])
+    return self._num_classes
 
   def check_data(self, features, labels, source: str):
-    """Checks concrete features and labels (subclasses for other data override it)."""
-    return check_arrays(features, labels, source, self.input_units, self.num_classes)
+    """Checks concrete features and labels; returns them as numpy arrays.
+
+    The model's own `check_data` when it has one, else `tf_mp.check_arrays`:
+    finite float features `[n, width]` and integer labels `[n]` in
+    `[0, num_classes)`.
+
+    Raises:
+      TfMpError: naming `source`, the offending shape or value.
+    """
+    own = getattr(self.model, 'check_data', None)
+    if own is not None:
+      return own(features, labels, source)
+    spec = self.input_spec(features)
+    return check_arrays(features, labels, source, spec.shape[-1], self.num_classes)
 
   def _check_batch_size(self, batch_size: int) -> None:
-    """The model's own batch-size rule (a pipeline needs a multiple of M), if any."""
+    if batch_size % self.num_replicas:
+      raise TfMpError(f'batch_size {batch_size} is not divisible by the '
+                      f'{self.num_replicas} replicas in sync; expected a multiple '
+                      f'of {self.num_replicas} (batch_size is the global batch)')
     check = getattr(self.model, 'check_batch_size', None)
     if check is not None:
-      check(batch_size)
+      check(batch_size // self.num_replicas)
 
-  def compute_loss(self, features: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-    """The scalar training loss of one batch (no update)."""
+  # The step: one function for every strategy.
+
+  def compute_loss(self, features: tf.Tensor, labels: tf.Tensor,
+                   loss_fn: Optional[Callable] = None) -> tf.Tensor:
+    """The scalar loss of one batch on the model's output device (no update)."""
     logits = self.model(features)
-    with device_scope(getattr(self.model, 'output_device', None)), \
-        tf.name_scope('loss'):
-      return self.loss_fn(logits, labels)
+    with device_scope(self._output_device), tf.name_scope('loss'):
+      return (loss_fn or self.loss_fn)(logits, labels)
+
+  def _replica_step_fn(self, features, labels):
+    """One replica's step on its slice of the global batch; returns its loss share.
+
+    With R replicas, replica r takes rows `[r*b, (r+1)*b)` (b = batch / R) and
+    the loss `mean over its slice * b / batch`, so the sum over replicas is the
+    global-batch mean and the all-reduced gradient that of the global batch.
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync
+    loss_fn = self.loss_fn
+    if replicas > 1:
+      global_batch = tf.shape(labels)[0]
+      per_replica = global_batch // replicas
+      first = context.replica_id_in_sync_group * per_replica
+      rows = tf.range(first, first + per_replica)
+      features, labels = tf.gather(features, rows), tf.gather(labels, rows)
+      share = 1.0 / replicas
+      loss_fn = lambda logits, y: self.loss_fn(logits, y) * share  # pylint: disable=unnecessary-lambda-assignment
+    variables = self.model.trainable_variables
+    with self.layout.replica_placement() if self.layout else contextlib.nullcontext():
+      if self._own_gradients is not None:
+        loss, grads = self._own_gradients(features, labels, loss_fn)
+      else:
+        loss = self.compute_loss(features, labels, loss_fn)
+        grads = tf.gradients(loss, variables)
+      if replicas > 1:
+        grads = _all_reduce_sum(context, grads, variables)
+      self.optimizer.apply_gradients(zip(grads, variables))
+    return loss
 
   def _step_fn(self, features, labels):
-    variables = self.model.trainable_variables
-    # A model with its own gradient path (a `tf_mp.Pipeline` accumulates over
-    # micro-batches) returns grads aligned with its `trainable_variables`.
-    own_gradients = getattr(self.model, 'loss_and_gradients', None)
-    if own_gradients is not None:
-      loss, grads = own_gradients(features, labels, self.loss_fn)
+    per_replica = self._strategy.run(_no_autograph(self._replica_step_fn),
+                                     args=(features, labels))
+    if self.num_replicas > 1:
+      loss = self._strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
     else:
-      loss = self.compute_loss(features, labels)
-      grads = tf.gradients(loss, variables)
-    self.optimizer.apply_gradients(zip(grads, variables))
+      loss = self._strategy.experimental_local_results(per_replica)[0]
     self.step.assign_add(1)
     return loss
 
@@ -138,28 +275,35 @@ class Trainer:
     return losses.stack()
 
   def train_step(self, features, labels) -> tf.Tensor:
-    """One Adam step on one batch; returns the loss before the update.
+    """One Adam step on one (global) batch; returns the loss before the update.
 
     Args:
-      features: float32 `[batch, 128]`.
-      labels: integers `[batch]` in [0, 10).
+      features: one batch, e.g. float32 `[batch, 128]` for the document's model.
+      labels: its labels, e.g. integers `[batch]` in [0, 10).
 
     Raises:
       TfMpError: a shape or label is out of range (checked when the values are
-        concrete: numpy arrays or eager tensors).
+        concrete: numpy arrays or eager tensors), or the batch does not split
+        over the replicas.
     """
     if not tf.is_symbolic_tensor(features) and not tf.is_symbolic_tensor(labels):
       features, labels = self.check_data(features, labels, 'train_step')
       self._check_batch_size(len(features))
-    return self._train_step(
-        tf.convert_to_tensor(features, tf.float32),
-        tf.convert_to_tensor(labels, tf.int32))
+    try:
+      return self._train_step(
+          tf.convert_to_tensor(features, self.input_spec(features).dtype),
+          tf.convert_to_tensor(labels, self._label_spec.dtype))
+    except COLLECTIVE_FAILURES as e:
+      raise WorkerLostError(int(self.step.numpy()), self._collective_timeout, e) from None
 
   def traced_step_graph(self) -> tf.Graph:
     """The graph of one training step (forward, `tf.gradients`, Adam), for reports."""
-    return self._train_step.get_concrete_function(
-        tf.TensorSpec([None, self.input_units], tf.float32),
-        tf.TensorSpec([None], tf.int32)).graph
+    return self._train_step.get_concrete_function(self.input_spec(),
+                                                  self._label_spec).graph
+
+  @property
+  def _collective_timeout(self) -> Optional[float]:
+    return self.layout.collective_timeout if self.layout else None
 
   def fit(self,
           x,
@@ -178,20 +322,16 @@ class Trainer:
     `on_log(s, loss)` as soon as that step has run.
 
     Args:
-      x: float32 `[n, 128]` features.
-      y: integer `[n]` labels in [0, 10).
+      x: features, e.g. float32 `[n, 128]`.
+      y: labels, e.g. integers `[n]` in [0, 10).
       steps: train until `self.step == steps` (the total, not an increment).
-      batch_size: examples per step.
+      batch_size: examples per step: the global batch, which each of the
+        `num_replicas` replicas slices (replica r takes rows `[r*b, (r+1)*b)`).
       log_every: logging interval in steps.
       on_log: called with `(step, loss)` at each logging step.
       checkpoint_every: with `on_checkpoint`, call `on_checkpoint(n)` each time
         `self.step` reaches a multiple `n` of it, and at the end.
       on_checkpoint: e.g. `tf_mp.TrainingCheckpoints.save`.
-
-    With a strategy, `batch_size` is the global batch: each of the
-    `strategy.num_replicas` replicas trains on its slice of step s's rows (the
-    dataset is distributed with `distribute_datasets_from_function`), and the
-    loss is the mean over the global batch.
 
     Returns:
       A `TrainResult`.
@@ -199,12 +339,13 @@ class Trainer:
     Raises:
       TfMpError: bad data or arguments, before any step runs.
       TrainingDivergedError: a step's loss was NaN or Inf; names the step.
+      WorkerLostError: a collective with another worker failed.
     """
-    steps = _positive_int('steps', steps)
-    batch_size = _positive_int('batch_size', batch_size)
-    log_every = _positive_int('log_every', log_every)
+    steps = positive_int('steps', steps)
+    batch_size = positive_int('batch_size', batch_size)
+    log_every = positive_int('log_every', log_every)
     if checkpoint_every is not None:
-      checkpoint_every = _positive_int('checkpoint_every', checkpoint_every)
+      checkpoint_every = positive_int('checkpoint_every', checkpoint_every)
     x, y = self.check_data(x, y, 'training data')
     self._check_batch_size(batch_size)
     x, y = tf.constant(x), tf.constant(y)
@@ -213,8 +354,6 @@ class Trainer:
       raise TfMpError(f'already trained {first} steps; steps={steps} asks for none')
     logged = []
     loss = np.float32('nan')
-    if self.strategy:
-      iterator = iter(self._distributed_dataset(x, y, first, steps, batch_size))
     start = time.perf_counter()
     while current < steps:
       # A chunk ends right after the next logging step, so lines appear on time.
@@ -223,16 +362,12 @@ class Trainer:
       end = min(end, steps)
       if checkpoint_every:
         end = min(end, (current // checkpoint_every + 1) * checkpoint_every)
-      if self.strategy:
-        try:
-          losses = self._run_steps(iterator, tf.constant(end - current, tf.int64),
-                                   batch_size).numpy()
-        except COLLECTIVE_FAILURES as e:
-          raise WorkerLostError(current, self.strategy.collective_timeout, e) from None
-      else:
+      try:
         losses = self._run_steps(x, y, tf.constant(current, tf.int64),
                                  tf.constant(end - current, tf.int64),
                                  batch_size).numpy()
+      except COLLECTIVE_FAILURES as e:
+        raise WorkerLostError(current, self._collective_timeout, e) from None
       for offset, loss in enumerate(losses):
         step = current + offset
         if not np.isfinite(loss):
@@ -248,92 +383,24 @@ class Trainer:
     return TrainResult(first, steps - 1, float(loss), logged,
                        time.perf_counter() - start)
 
-  # The distributed path (a `tf_mp.StrategyLayout` with a tf.distribute strategy).
 
-  def _replica_step_fn(self, features, labels, global_batch):
-    """One replica's step on its slice: its share of the global-batch loss.
+def _all_reduce_sum(context, grads, variables) -> list:
+  """Sums each gradient over the replicas, in one batched all-reduce.
 
-    The replica's ops run on its device group; `Adam.apply_gradients` sums the
-    replicas' gradients (all-reduce) before the identical update on every copy.
-    """
-    with self.strategy.replica_placement():
-      loss = self.compute_loss(features, labels)
-      with device_scope(getattr(self.model, 'output_device', None)):
-        # mean over the slice * slice / global batch = sum over slice / global.
-        loss = loss * (tf.cast(tf.shape(labels)[0], tf.float32) /
-                       tf.cast(global_batch, tf.float32))
-      variables = self.model.trainable_variables
-      grads = tf.gradients(loss, variables)
-      self.optimizer.apply_gradients(zip(grads, variables))
-    return loss
-
-  def _replica_slice_step_fn(self, features, labels):
-    """`train_step` in a replica: takes replica r's rows of the global batch."""
-    context = tf.distribute.get_replica_context()
-    replica = context.replica_id_in_sync_group
-    replicas = context.num_replicas_in_sync
-    global_batch = tf.shape(labels)[0]
-    per_replica = global_batch // replicas
-    rows = tf.range(replica * per_replica, (replica + 1) * per_replica)
-    return self._replica_step_fn(tf.gather(features, rows), tf.gather(labels, rows),
-                                 global_batch)
-
-  def _distributed_step_fn(self, features, labels):
-    strategy = self.strategy.strategy
-    per_replica = strategy.run(_no_autograph(self._replica_slice_step_fn),
-                               args=(features, labels))
-    loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-    self.step.assign_add(1)
-    return loss
-
-  def _distributed_run_steps_fn(self, iterator, num_steps, batch_size: int):
-    strategy = self.strategy.strategy
-    losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
-    for i in tf.range(num_steps):
-      features, labels = next(iterator)
-      per_replica = strategy.run(_no_autograph(self._replica_step_fn),
-                                 args=(features, labels, batch_size))
-      loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-      self.step.assign_add(1)
-      losses = losses.write(tf.cast(i, tf.int32), loss)
-      if not tf.math.is_finite(loss):
-        break
-    return losses.stack()
-
-  def _distributed_dataset(self, x, y, first_step: int, last_step: int,
-                           batch_size: int):
-    """Steps `first_step..last_step-1`, each global batch cut into replica slices.
-
-    Step s's global batch is `batch_at(x, y, s, batch_size)`, as without a
-    strategy; global replica g gets its rows `[g * b, (g + 1) * b)`, b =
-    batch_size / replicas. Each worker's pipeline yields, per step, one element
-    per local replica, which the strategy hands out to them in order.
-    """
-    replicas = self.strategy.num_replicas
-    if batch_size % replicas:
-      raise TfMpError(f'batch_size {batch_size} is not divisible by the '
-                      f'{replicas} replicas in sync; expected a multiple of '
-                      f'{replicas} (batch_size is the global batch)')
-    per_replica = batch_size // replicas
-
-    def dataset_fn(context: tf.distribute.InputContext):
-      local = replicas // context.num_input_pipelines
-      first_replica = context.input_pipeline_id * local
-
-      def replica_slices(step):
-        features, labels = batch_at(x, y, step, batch_size)
-        start = first_replica * per_replica
-        features = tf.reshape(features[start:start + local * per_replica],
-                              [local, per_replica, -1])
-        labels = tf.reshape(labels[start:start + local * per_replica],
-                            [local, per_replica])
-        return tf.data.Dataset.from_tensor_slices((features, labels))
-
-      dataset = tf.data.Dataset.range(first_step, last_step)
-      return dataset.flat_map(replica_slices).prefetch(2 * local)
-
-    options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
-    return self.strategy.strategy.distribute_datasets_from_function(dataset_fn, options)
+  Each gradient sits on its sub-model's device; moved beside its variable (the
+  replica's lead device, where mirrored variables live) they all-reduce as one
+  packed collective.
+  """
+  present = [i for i, g in enumerate(grads) if g is not None]
+  moved = []
+  for i in present:
+    with tf.device(variables[i].device):
+      moved.append(tf.identity(grads[i]))
+  reduced = context.all_reduce(tf.distribute.ReduceOp.SUM, moved)
+  out = list(grads)
+  for i, g in zip(present, reduced):
+    out[i] = g
+  return out
 
 
 def _no_autograph(fn):
@@ -348,5 +415,4 @@ def _check_created_in_scope(model, layout) -> None:
     if not layout.strategy.extended.variable_created_in_scope(var):
       raise TfMpError(
           f'variable {var.name!r} was not created under the {layout.kind} '
-          "strategy's scope; build the model with layout.build_model(...) or "
-          'inside layout.scope()')
+          "strategy's scope; build the model inside layout.scope()")

@@ -6,7 +6,7 @@ devices given), one run measures:
     interleaved over --rounds so that load from other processes hits every
     configuration alike; `vs M=1` is the ratio to M=1 with the same remat.
   * measured bubble: mean idle fraction of the devices over a profiler-traced
-    window (`tf_mp.device_time_report`), beside GPipe's (K-1)/(M+K-1).
+    window (`tf_mp.reports.device_time_report`), beside GPipe's (K-1)/(M+K-1).
   * peak memory: the CPU allocator's peak during one training step above what
     was allocated before it (`tf.config.experimental.get_memory_info`; all
     logical CPU devices share one allocator, so this is the whole process's
@@ -51,9 +51,9 @@ flags.DEFINE_integer('intra_op_threads', 1,
 flags.DEFINE_integer('seed', 0, 'Seed of the weights and the batch.')
 
 
-def _config(width: int, layers: int, stages: int) -> tf_mp.PipelineConfig:
+def _config(width: int, layers: int, stages: int) -> tf_mp.pipeline.PipelineConfig:
   body = (width,) * layers
-  return tf_mp.PipelineConfig(
+  return tf_mp.pipeline.PipelineConfig(
       input_units=width,
       stages=tuple(body if k < stages - 1 else body + (10,) for k in range(stages)),
       seed=FLAGS.seed)
@@ -98,7 +98,7 @@ def main(argv):
   runs = {}
   for remat in (False, True):
     for m in ms:
-      pipeline = tf_mp.build_pipeline(names, config, num_micro_batches=m, remat=remat)
+      pipeline = tf_mp.pipeline.build_pipeline(names, config, num_micro_batches=m, remat=remat)
       trainer = tf_mp.Trainer(pipeline)
       _step_ms(trainer, x, y, 2)  # Trace and warm up.
       runs[(m, remat)] = {'trainer': trainer, 'pipeline': pipeline, 'times': []}
@@ -108,7 +108,7 @@ def main(argv):
       run['times'] += _step_ms(run['trainer'], x, y, FLAGS.steps)
   for key, run in runs.items():
     run['peak'] = _peak_step_bytes(run['trainer'], x, y)
-    run['report'] = tf_mp.device_time_report(run['pipeline'], x, y,
+    run['report'] = tf_mp.reports.device_time_report(run['pipeline'], x, y,
                                              steps=FLAGS.trace_steps, warmup=1)
 
   # At most `parallel` ops run at once (the inter-op pool), so at most that many

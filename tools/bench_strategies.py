@@ -48,15 +48,17 @@ def run_child(kind: str) -> dict:
   """In a child process: trains, times, profiles; returns the figures."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_mp  # pylint: disable=g-import-not-at-top
-  from tf_mp import profiling  # pylint: disable=g-import-not-at-top
+  from tf_mp.reports import profiling  # pylint: disable=g-import-not-at-top
 
   tf.get_logger().setLevel('ERROR')
   logging.set_verbosity(logging.WARNING)
-  layout = tf_mp.create_strategy(kind, DEVICES[kind],
+  layout = tf_mp.distribute.create_strategy(kind, DEVICES[kind],
                                  tf_config=os.environ.get('TF_CONFIG'),
                                  collective_timeout=120)
   x, y = tf_mp.synthetic_data(0)
-  trainer = tf_mp.Trainer(layout.build_model(), strategy=layout)
+  with layout.scope():
+    model = tf_mp.build_model(layout.devices)
+  trainer = tf_mp.Trainer(model, strategy=layout)
   big = 10**9  # Log rarely: logging splits the fit loop into calls.
   trainer.fit(x, y, steps=FLAGS.warmup, batch_size=FLAGS.batch_size, log_every=big)
   timed = trainer.fit(x, y, steps=FLAGS.warmup + FLAGS.steps,

@@ -2,7 +2,7 @@
 
 For each of --runs fresh random data sets, runs `tests/reference/tf1_program.py`
 once (a subprocess) and compares the port, loaded from that program's initial
-checkpoint with `tf_mp.load_tf1_checkpoint`, against it: forward logits,
+checkpoint with `tf_mp.compat.v1.load_tf1_checkpoint`, against it: forward logits,
 per-variable gradients, one Adam step, and per-step losses over --steps Adam
 steps (see `tests/reference/tf1_oracle.py`). Prints the largest difference of
 each check over all runs beside its tolerance, the same for ports that deviate

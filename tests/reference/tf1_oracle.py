@@ -2,7 +2,7 @@
 
 `run_tf1_program` runs `tf1_program.py --dump_dir` in a subprocess (graph mode is
 process-global) on given data; `compare` loads the recorded initial checkpoint
-into a port with `tf_mp.load_tf1_checkpoint` and measures, against the record:
+into a port with `tf_mp.compat.v1.load_tf1_checkpoint` and measures, against the record:
 
   forward    max |logits_port - logits_tf1| over all rows of x
   gradients  per variable, max |g_port - g_tf1| / max |g_tf1| (step-0 batch)
@@ -189,7 +189,7 @@ def compare(reference: Reference,
     A `Comparison`.
   """
   model, trainer = port()
-  tf_mp.load_tf1_checkpoint(model, reference.initial, trainer)
+  tf_mp.compat.v1.load_tf1_checkpoint(model, reference.initial, trainer)
   x, y = reference.x, reference.y
   forward = float(np.abs(model(x).numpy().astype(np.float64) -
                          reference.logits).max())
@@ -215,7 +215,7 @@ def compare(reference: Reference,
 
   # Back to the initial values and a fresh Adam state (the initial checkpoint
   # holds zero slots and beta powers), then train as the TF1 program did.
-  tf_mp.load_tf1_checkpoint(model, reference.initial, trainer)
+  tf_mp.compat.v1.load_tf1_checkpoint(model, reference.initial, trainer)
   trainer.step.assign(0)
   steps = steps or len(reference.losses)
   result = trainer.fit(x, y, steps=steps, batch_size=reference.batch_size,

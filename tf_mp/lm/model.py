@@ -49,6 +49,46 @@ class TinyLM(tf.Module):
                         seed=config.seed, name='head')
 
   @property
+  def input_spec(self) -> tf.TensorSpec:
+    """One batch of id windows: int32 `[None, None]` (time <= context)."""
+    return tf.TensorSpec([None, None], tf.int32)
+
+  @property
+  def label_spec(self) -> tf.TensorSpec:
+    """The next-character targets: int32 `[None, None]`, shaped like the inputs."""
+    return tf.TensorSpec([None, None], tf.int32)
+
+  @property
+  def num_classes(self) -> int:
+    return self.config.vocab_size
+
+  def check_data(self, features, labels, source: str):
+    """Checks id windows: int `[n, time]`, time <= context, ids in the vocabulary.
+
+    Returns:
+      `(features, labels)` as int32 numpy arrays.
+
+    Raises:
+      TfMpError: naming `source` and the offending shape or value.
+    """
+    x, y = np.asarray(features), np.asarray(labels)
+    context, vocab = self.config.context, self.config.vocab_size
+    if x.ndim != 2 or not 1 <= x.shape[1] <= context or x.shape[0] < 1:
+      raise TfMpError(f'{source}: windows have shape {list(x.shape)}; expected '
+                      f'[n, time] with n >= 1 and 1 <= time <= context {context}')
+    if y.shape != x.shape:
+      raise TfMpError(f'{source}: targets have shape {list(y.shape)}; expected '
+                      f'{list(x.shape)} like the inputs')
+    for name, a in (('inputs', x), ('targets', y)):
+      if not np.issubdtype(a.dtype, np.integer):
+        raise TfMpError(f'{source}: {name} have dtype {a.dtype}; expected integer ids')
+      if a.min() < 0 or a.max() >= vocab:
+        bad = a.min() if a.min() < 0 else a.max()
+        raise TfMpError(f'{source}: {name} contain id {bad}; expected ids in '
+                        f'[0, {vocab})')
+    return x.astype(np.int32, copy=False), y.astype(np.int32, copy=False)
+
+  @property
   def tensor_parallel(self) -> int:
     return len(self.devices)
 

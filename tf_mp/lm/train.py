@@ -1,8 +1,8 @@
 """Training, evaluation, sampling and checkpoints for the tiny language model.
 
-Training reuses `tf_mp.Trainer` (TF1-exact Adam, `tf.gradients` so each
+Training is `tf_mp.Trainer`'s (TF1-exact Adam, `tf.gradients` so each
 shard's backward ops run on the shard's device, many steps per `tf.function`
-call): `LMTrainer` only changes what a batch is. Features are int32 windows
+call); `TinyLM` declares what a batch is. Features are int32 windows
 `[n, time]` of character ids and labels the same windows shifted by one; the
 loss is the mean sparse softmax cross-entropy over every position, in nats.
 """
@@ -23,7 +23,11 @@ from tf_mp.trainer import Trainer
 
 
 class LMTrainer(Trainer):
-  """`tf_mp.Trainer` for a `TinyLM`: batches are windows of character ids.
+  """`tf_mp.Trainer` for a `TinyLM`, plus `evaluate`.
+
+  The model declares its data (`TinyLM.input_spec`, `label_spec`,
+  `check_data`): batches are windows of character ids, so the training step is
+  the `Trainer`'s own.
 
   `fit(x, y, steps=...)` takes `x`, `y` int32 `[n, time]` (from
   `tf_mp.lm.prepare_corpus`); step s uses windows
@@ -35,48 +39,6 @@ class LMTrainer(Trainer):
     super().__init__(model, learning_rate, **kwargs)
     spec = tf.TensorSpec([None, None], tf.int32)
     self._eval_loss = tf.function(self._eval_loss_fn, input_signature=[spec, spec])
-
-  @property
-  def input_units(self) -> int:
-    return self.model.config.context
-
-  @property
-  def num_classes(self) -> int:
-    return self.model.config.vocab_size
-
-  def check_data(self, features, labels, source: str):
-    """Checks id windows: int `[n, time]`, time <= context, ids in the vocabulary.
-
-    Raises:
-      TfMpError: naming `source` and the offending shape or value.
-    """
-    x, y = np.asarray(features), np.asarray(labels)
-    context, vocab = self.model.config.context, self.model.config.vocab_size
-    if x.ndim != 2 or not 1 <= x.shape[1] <= context or x.shape[0] < 1:
-      raise TfMpError(f'{source}: windows have shape {list(x.shape)}; expected '
-                      f'[n, time] with n >= 1 and 1 <= time <= context {context}')
-    if y.shape != x.shape:
-      raise TfMpError(f'{source}: targets have shape {list(y.shape)}; expected '
-                      f'{list(x.shape)} like the inputs')
-    for name, a in (('inputs', x), ('targets', y)):
-      if not np.issubdtype(a.dtype, np.integer):
-        raise TfMpError(f'{source}: {name} have dtype {a.dtype}; expected integer ids')
-      if a.min() < 0 or a.max() >= vocab:
-        bad = a.min() if a.min() < 0 else a.max()
-        raise TfMpError(f'{source}: {name} contain id {bad}; expected ids in '
-                        f'[0, {vocab})')
-    return x.astype(np.int32, copy=False), y.astype(np.int32, copy=False)
-
-  def train_step(self, features, labels) -> tf.Tensor:
-    """One Adam step on id windows `[batch, time]`; returns the loss before it."""
-    if not tf.is_symbolic_tensor(features) and not tf.is_symbolic_tensor(labels):
-      features, labels = self.check_data(features, labels, 'train_step')
-    return self._train_step(tf.convert_to_tensor(features, tf.int32),
-                            tf.convert_to_tensor(labels, tf.int32))
-
-  def traced_step_graph(self) -> tf.Graph:
-    spec = tf.TensorSpec([None, None], tf.int32)
-    return self._train_step.get_concrete_function(spec, spec).graph
 
   def _eval_loss_fn(self, x, y):
     return self.compute_loss(x, y)

@@ -21,6 +21,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
+from tf_mp.checks import positive_int
 from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
 from tf_mp.devices import (DeviceSpec, canonical_device, resolve_devices,
@@ -159,10 +160,9 @@ def pipeline_stage(k: int,
       name=f'stage_{k}')
 
 
-def _positive_int(name: str, value) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise TfMpError(f'{name} must be a positive integer, got {value!r}')
-  return int(value)
+def theoretical_bubble(num_stages: int, num_micro_batches: int) -> float:
+  """GPipe's bubble fraction (K-1)/(M+K-1): the idle share of each device."""
+  return (num_stages - 1) / (num_micro_batches + num_stages - 1)
 
 
 def _short(device: Optional[str]) -> str:
@@ -227,7 +227,7 @@ class Pipeline(tf.Module):
     super().__init__(name=name)
     if not stages:
       raise TfMpError('a pipeline needs at least one stage; got none')
-    self.num_micro_batches = _positive_int('num_micro_batches', num_micro_batches)
+    self.num_micro_batches = positive_int('num_micro_batches', num_micro_batches)
     self.remat = bool(remat)
     wanted = (resolve_devices(devices, len(stages)) if devices is not None else
               [None] * len(stages))
@@ -275,8 +275,16 @@ class Pipeline(tf.Module):
 
   def theoretical_bubble(self) -> float:
     """GPipe's bubble fraction (K-1)/(M+K-1) for K stages and M micro-batches."""
-    k, m = self.num_stages, self.num_micro_batches
-    return (k - 1) / (m + k - 1)
+    return theoretical_bubble(self.num_stages, self.num_micro_batches)
+
+  @property
+  def input_spec(self) -> tf.TensorSpec:
+    """One batch of features: float32 `[None, config.input_units]`."""
+    return tf.TensorSpec([None, self.config.input_units], tf.float32)
+
+  @property
+  def num_classes(self) -> int:
+    return self.config.num_classes
 
   def check_batch_size(self, batch_size: int) -> None:
     """Raises TfMpError unless `batch_size` splits into M equal micro-batches."""
@@ -413,7 +421,7 @@ def build_pipeline(devices: DeviceSpec = None,
   config = config or PipelineConfig()
   if not config.stages:
     raise TfMpError('config.stages is empty; expected at least one stage')
-  _positive_int('num_micro_batches', num_micro_batches)
+  positive_int('num_micro_batches', num_micro_batches)
   placed = resolve_devices(devices, len(config.stages))
   stages = [
       PipelineStage(units, placed[k], input_units=config.stage_input_units(k),

@@ -1,0 +1,32 @@
+"""Argument checks shared by the library: one wording for each kind of mistake."""
+
+import numbers
+
+import numpy as np
+
+from tf_mp.errors import TfMpError
+
+
+def positive_int(name: str, value, minimum: int = 1) -> int:
+  """Returns `value` as an int if it is an integer >= `minimum` (not a bool).
+
+  Raises:
+    TfMpError: naming `name`, the value and what was expected.
+  """
+  if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or
+      value < minimum):
+    expected = 'a positive integer' if minimum == 1 else f'an integer >= {minimum}'
+    raise TfMpError(f'{name} must be {expected}, got {value!r}')
+  return int(value)
+
+
+def finite_number(name: str, value, minimum: float = 0.0) -> float:
+  """Returns `value` as a float if it is a finite real number >= `minimum`.
+
+  Raises:
+    TfMpError: naming `name`, the value and what was expected.
+  """
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real) or
+      not np.isfinite(value) or value < minimum):
+    raise TfMpError(f'{name} must be a finite number >= {minimum:g}, got {value!r}')
+  return float(value)
