@@ -55,7 +55,7 @@ def main(argv):
     raise tf_mp.TfMpError(f'--save {FLAGS.save!r} must end in .keras')
   if FLAGS.save and not os.path.isdir(os.path.dirname(os.path.abspath(FLAGS.save))):
     raise tf_mp.TfMpError(f'--save {FLAGS.save!r}: its directory does not exist')
-  layout = tf_mp.create_strategy(FLAGS.strategy, FLAGS.devices)
+  layout = tf_mp.distribute.create_strategy(FLAGS.strategy, FLAGS.devices)
   x, y = tf_mp.load_npz(FLAGS.data) if FLAGS.data else tf_mp.synthetic_data(FLAGS.seed)
 
   model = tk.build_model(layout, tf_mp.ModelConfig(seed=FLAGS.seed))

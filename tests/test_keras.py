@@ -47,7 +47,7 @@ def subclassed_model():
 
 
 def mirrored_model():
-  layout = tf_mp.create_strategy('mirrored', GROUPS)
+  layout = tf_mp.distribute.create_strategy('mirrored', GROUPS)
   model = tk.build_model(layout)
   with layout.scope():
     return tk.compile_document(model)
@@ -215,7 +215,7 @@ class ErrorsTest(absltest.TestCase):
       model.predict(tf.data.Dataset.from_tensor_slices(X[:8, :7]).batch(4), verbose=0)
 
   def test_model_built_outside_the_strategy_scope(self):
-    layout = tf_mp.create_strategy('mirrored', GROUPS)
+    layout = tf_mp.distribute.create_strategy('mirrored', GROUPS)
     model = tk.build_model(DEVICES)
     with self.assertRaisesRegex(tf_mp.TfMpError, 'not created under the mirrored') as e:
       model.distribute_over(layout)

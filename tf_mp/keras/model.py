@@ -22,7 +22,7 @@ _PACKAGE = 'tf_mp'
 class _PlacedTraining:
   """The training step and checks shared by the subclassing and functional forms."""
 
-  # A `tf_mp.StrategyLayout` set by `distribute_over`; None: no device groups.
+  # A `tf_mp.distribute.StrategyLayout` set by `distribute_over`; None: no device groups.
   _tf_mp_layout = None
   # The FuncGraph of the last traced training step (for `placement_report`).
   _tf_mp_train_graph = None
@@ -45,7 +45,7 @@ class _PlacedTraining:
 
   @property
   def layout(self):
-    """The `tf_mp.StrategyLayout` given to `distribute_over`, or None."""
+    """The `tf_mp.distribute.StrategyLayout` given to `distribute_over`, or None."""
     return self._tf_mp_layout
 
   def distribute_over(self, layout) -> 'Model':
@@ -56,7 +56,7 @@ class _PlacedTraining:
     `layout.groups[r]` in `fit`, `evaluate` and `predict`.
 
     Args:
-      layout: a `tf_mp.StrategyLayout` from `tf_mp.create_strategy`.
+      layout: a `tf_mp.distribute.StrategyLayout` from `tf_mp.distribute.create_strategy`.
 
     Returns:
       The model itself.
@@ -343,7 +343,7 @@ def build_model(devices=None, config=None) -> Model:
   Args:
     devices: one device per sub-model (`['cpu:0', 'cpu:1', 'cpu:2']`,
       `'gpu:0,gpu:1,gpu:2'`), `'auto'`, None (no placement), or a
-      `tf_mp.StrategyLayout`: then the model is built under its scope on its
+      `tf_mp.distribute.StrategyLayout`: then the model is built under its scope on its
       first group, and each replica runs on its own group
       (`Model.distribute_over`).
     config: a `tf_mp.ModelConfig`; the document's widths when None. Only
