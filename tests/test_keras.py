@@ -41,9 +41,7 @@ def functional_model():
 
 
 def subclassed_model():
-  model = Branches()
-  model(X[:2])
-  return tk.compile_document(model)
+  return tk.compile_document(Branches())  # fit builds it (symbolically)
 
 
 def mirrored_model():
@@ -188,6 +186,16 @@ class EquivalenceTest(absltest.TestCase):
     report = tk.placement_report(loaded)
     self.assertTrue(all(p.on_requested_device for p in report.parts), str(report))
     self.assertEqual(report['sub_model_2'].requested, '/device:CPU:1')
+
+
+class DocsTest(absltest.TestCase):
+
+  def test_python_blocks_of_docs_keras_md_run(self):
+    with open(os.path.join(ROOT, 'docs', 'keras.md')) as f:
+      blocks = re.findall(r'^```python\n(.*?)^```', f.read(), re.MULTILINE | re.DOTALL)
+    self.assertLen(blocks, 3)
+    for block in blocks:
+      exec(compile(block, 'docs/keras.md', 'exec'), {'__name__': 'docs_keras'})  # pylint: disable=exec-used
 
 
 class ErrorsTest(absltest.TestCase):

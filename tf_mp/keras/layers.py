@@ -82,6 +82,14 @@ class OnDevice(keras.layers.Wrapper):
         self.layer._parent_path = self._parent_path or ''  # pylint: disable=protected-access
       with device_scope(self.device):
         self.layer.build(input_shape)
+      # Built symbolically (a subclassed model built by fit), Keras defers
+      # creating the TF variables until later, outside this scope: make that
+      # creation happen on the device too.
+      for weight in self.layer.weights:
+        if getattr(weight, '_value', True) is None and hasattr(
+            weight, '_initialize_with_initializer'):
+          weight._initialize_with_initializer = _placed(  # pylint: disable=protected-access
+              weight._initialize_with_initializer, self.device)  # pylint: disable=protected-access
 
   def call(self, inputs, *args, **kwargs):
     if tf.executing_eagerly() or not tf.inside_function():
@@ -116,6 +124,13 @@ class OnDevice(keras.layers.Wrapper):
     device = resolve_devices([config['device']], 1)[0]
     with device_scope(device):
       return super().from_config(dict(config), custom_objects)
+
+
+def _placed(initialize, device: str):
+  def initialize_on_device(initializer):
+    with device_scope(device):
+      return initialize(initializer)
+  return initialize_on_device
 
 
 def on_device(layer, device: str) -> OnDevice:

@@ -42,10 +42,12 @@ class KerasPartPlacement:
 
   @property
   def on_requested_device(self) -> bool:
-    """True when every forward and backward op is on the requested device."""
+    """True when its weights and every forward and backward op are on the requested
+    device (never under a mirrored strategy: weights live on each replica's lead
+    device there)."""
     want = device_key(self.requested)
-    return all(d and device_key(d) == want
-               for d in self.forward_devices + self.backward_devices)
+    return all(d and device_key(d) == want for d in
+               self.variable_devices + self.forward_devices + self.backward_devices)
 
 
 @dataclasses.dataclass
