@@ -237,9 +237,9 @@ class _PlacedTraining:
       raise TfMpError('the model is not compiled; call model.compile(optimizer, '
                       'loss) before asking for the training step')
     data = (tf.convert_to_tensor(x), tf.convert_to_tensor(y))
-    self._symbolic_build(data_batch=data)
-    if self.optimizer is not None and not self.optimizer.built:
-      with self.distribute_strategy.scope():
+    with self.distribute_strategy.scope():  # as Keras's fit builds them
+      self._symbolic_build(data_batch=data)
+      if self.optimizer is not None and not self.optimizer.built:
         self.optimizer.build(self.trainable_variables)
     spec = tf.nest.map_structure(
         lambda t: tf.TensorSpec([None] + list(t.shape[1:]), t.dtype), data)

@@ -24,7 +24,7 @@ class KerasPartPlacement:
     replica: the replica (0 without a strategy).
     requested: the device this replica asked for (the layer's device, remapped
       to the replica's group under `Model.distribute_over`).
-    variable_devices: devices of its weights (mirrored: the primary copy's).
+    variable_devices: devices of its weights (mirrored: of this replica's copy).
     forward_devices: devices of the ops its call made in the traced step.
     backward_devices: devices of the gradient ops of those ops.
     forward_matmuls, backward_matmuls: `(op name, device)` of its MatMuls.
@@ -77,6 +77,15 @@ class KerasPlacementReport:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return 'Placement (traced Keras train step)\n' + '\n'.join(
         '  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _weight_device(weight, replica: int) -> str:
+  """The device of the weight's copy that `replica` reads (mirrored: one per replica)."""
+  variable = weight.value
+  copies = getattr(variable, 'values', None)
+  if copies and len(copies) > 1:
+    return copies[replica % len(copies)].device
+  return variable.device
 
 
 def on_device_layers(model) -> list:
@@ -147,7 +156,7 @@ def placement_report(model, x=None, y=None) -> KerasPlacementReport:
             name=layer.name,
             replica=replica,
             requested=requested,
-            variable_devices=sorted({w.value.device for w in weights}),
+            variable_devices=sorted({_weight_device(w, replica) for w in weights}),
             forward_devices=sorted({op.device for op in fwd if op.device}),
             backward_devices=sorted({op.device for op in bwd if op.device} |
                                     {op.device for op in bwd if op.type == 'MatMul'}),
