@@ -150,7 +150,8 @@ class _PlacedTraining:
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     if not tf.executing_eagerly():
-      self._tf_mp_train_graph = tf.compat.v1.get_default_graph()
+      # Outside Keras's attribute tracking: a graph is not model state.
+      self.__dict__['_tf_mp_train_graph'] = tf.compat.v1.get_default_graph()
     step_losses = self.__dict__.get('_tf_mp_step_losses')
     if step_losses is not None:
       # Read before apply_gradients (autograph keeps program order): this step's index.
