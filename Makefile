@@ -1,8 +1,11 @@
 # Two commands, each setting itself up on a fresh machine with Python 3.11:
 #   make tutorial   the document's 10000-step program, placed on three devices
-#   make test       the whole test suite (builds the custom op first)
-#   make ops        the optional custom concat op (CUDA kernel when nvcc is
-#                   found; `make ops CUDA=no` for the CPU kernel alone)
+#   make test       the whole test suite; builds the optional custom op first
+#                   when a C++ compiler works, else says in one line why not
+#                   and its tests skip (`make ops test` to require the op, CI)
+#   make ops        the optional custom concat op, into ~/.cache/tf_mp (CUDA
+#                   kernel when nvcc works; `make ops CUDA=no` for the CPU
+#                   kernel alone); fails when it cannot be built
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,9 +24,10 @@ tutorial: $(STAMP)
 	$(PY) examples/tutorial.py
 
 ops: $(STAMP)
-	$(PY) tools/build_ops.py --cuda=$(CUDA)
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m tf_mp.ops.build --cuda=$(CUDA)
 
-test: $(STAMP) ops
+test: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m tf_mp.ops.build --cuda=$(CUDA) --optional
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)

@@ -1,7 +1,7 @@
 """The custom TfMpConcat op: values, gradients, placement, fallback, bad input.
 
-`make test` builds the op first (`make ops`); run alone, this module builds it
-in `setUpModule` (a no-op when it is up to date).
+`setUpModule` builds the op (a no-op when it is up to date), or skips every
+test here when no C++ compiler works (`tests/op_testing.py`).
 """
 
 import json
@@ -15,19 +15,22 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+import op_testing
 import tf_mp
 from testing import draw_seed
 from tf_mp.ops import build as build_lib
+from tf_mp.ops import cache
 from tf_mp.ops import concat as concat_lib
 
 DTYPES = (tf.float32, tf.float16, tf.bfloat16, tf.float64)
 _BITS = {2: tf.uint16, 4: tf.uint32, 8: tf.uint64}
 OP = None  # the loaded op module
+LIBRARY_DIR = None  # where the build put it
 
 
 def setUpModule():
-  global OP
-  build_lib.build()
+  global OP, LIBRARY_DIR
+  LIBRARY_DIR = op_testing.build_or_skip().directory
   with mock.patch.dict(os.environ, {concat_lib.ENV_VAR: 'auto'}):
     OP = concat_lib._LIBRARY.load(required=True)
 
@@ -219,14 +222,14 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
     super().setUp()
     self.dir = tempfile.mkdtemp(prefix='tf_mp_ops_')
     self.addCleanup(shutil.rmtree, self.dir)
-    self.info = build_lib.read_build_info()
+    self.info = cache.read_build_info(LIBRARY_DIR)
     self.env = self.enter_context(
         mock.patch.dict(os.environ, {concat_lib.ENV_VAR: 'auto'}))
 
   def use(self, **info_changes):
     """Makes fused_concat load from self.dir with a changed build_info."""
     info = dict(self.info, **info_changes)
-    with open(os.path.join(self.dir, build_lib.BUILD_INFO), 'w') as f:
+    with open(os.path.join(self.dir, cache.BUILD_INFO), 'w') as f:
       json.dump(info, f)
     library = concat_lib.OpLibrary(self.dir)
     self.enter_context(mock.patch.object(concat_lib, '_LIBRARY', library))
@@ -248,18 +251,21 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
   def test_never_built(self):
     library = concat_lib.OpLibrary(self.dir)
     self.enter_context(mock.patch.object(concat_lib, '_LIBRARY', library))
-    self.assert_warns_once_and_falls_back('not found: the op is not built')
+    self.assert_warns_once_and_falls_back(
+        r'not found: the op is not built\); using tf\.concat instead\. '
+        r'`python -m tf_mp\.ops\.build` builds it; TF_MP_CUSTOM_OPS=0 '
+        r'silences this warning\.$')
 
   def test_library_renamed(self):
     self.use()
-    shutil.copyfile(os.path.join(build_lib.OPS_DIR, build_lib.CPU_LIBRARY),
+    shutil.copyfile(os.path.join(LIBRARY_DIR, cache.CPU_LIBRARY),
                     os.path.join(self.dir, 'renamed_concat_op.so'))
     self.assert_warns_once_and_falls_back(
         r'_concat_op(_gpu)?\.so not found \(renamed or deleted')
 
   def test_built_for_another_tensorflow(self):
     self.use(tf_version='2.0.0')
-    with open(os.path.join(self.dir, build_lib.CPU_LIBRARY), 'wb') as f:
+    with open(os.path.join(self.dir, cache.CPU_LIBRARY), 'wb') as f:
       f.write(b'never loaded')
     self.assert_warns_once_and_falls_back(
         r'built against TensorFlow 2\.0\.0 .*running ' +
@@ -267,7 +273,7 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
 
   def test_library_that_does_not_load(self):
     self.use()
-    for name in (build_lib.CPU_LIBRARY, build_lib.GPU_LIBRARY):
+    for name in (cache.CPU_LIBRARY, cache.GPU_LIBRARY):
       with open(os.path.join(self.dir, name), 'wb') as f:
         f.write(b'not an ELF file')
     self.assert_warns_once_and_falls_back(
@@ -284,7 +290,9 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
 
   def test_required_by_build_model_raises(self):
     self.use()
-    with self.assertRaisesRegex(tf_mp.TfMpError, 'not usable'):
+    with self.assertRaisesRegex(
+        tf_mp.TfMpError, r'not usable: .*not found.*; `python -m '
+        r'tf_mp\.ops\.build` builds it$'):
       tf_mp.build_model(['cpu:0'] * 3, concat='custom')
 
   def test_environment_zero_uses_tf_concat_silently(self):

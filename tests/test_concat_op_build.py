@@ -1,4 +1,4 @@
-"""The TfMpConcat build: what `make ops` records, GPU library, GPU check.
+"""The TfMpConcat build: what it records and where, GPU library, GPU check.
 
 Without a GPU (as on the development machine) the CUDA part is compiled and
 linked and the GPU library is loaded and run on the CPU; with a GPU visible to
@@ -16,17 +16,20 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import kernels
 
+import op_testing
 from tf_mp.ops import build as build_lib
+from tf_mp.ops import cache
 from tf_mp.ops import concat as concat_lib
 from testing import draw_seed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HAS_NVCC = build_lib.find_nvcc() is not None
 HAS_GPU = bool(tf.config.list_physical_devices('GPU'))
+LIBRARY_DIR = None  # where the build put the libraries
 
 
 def setUpModule():
-  build_lib.build()
+  global LIBRARY_DIR
+  LIBRARY_DIR = op_testing.build_or_skip().directory
 
 
 def run_python(code, timeout=120):
@@ -37,8 +40,13 @@ def run_python(code, timeout=120):
 
 class BuildInfoTest(tf.test.TestCase):
 
-  def test_records_tensorflow_version_and_loads_from_beside_module(self):
-    info = build_lib.read_build_info()
+  def test_records_tensorflow_version_and_loads_from_the_cache(self):
+    self.assertEqual(LIBRARY_DIR, build_lib.library_dir())
+    self.assertTrue(LIBRARY_DIR.startswith(cache.cache_root() + os.sep))
+    self.assertFalse(LIBRARY_DIR.startswith(cache.OPS_DIR))
+    self.assertEqual(os.path.basename(LIBRARY_DIR),
+                     f'{tf.__version__}-{cache.sources_hash()[:16]}')
+    info = cache.read_build_info(LIBRARY_DIR)
     self.assertEqual(info['tf_version'], tf.__version__)
     self.assertEqual(info['tf_git_version'], tf.version.GIT_VERSION)
     self.assertNotIn('-std=c++11', ' '.join(info['compile_flags']))
@@ -46,7 +54,7 @@ class BuildInfoTest(tf.test.TestCase):
       self.assertTrue(concat_lib.custom_concat_available())
     path = concat_lib.loaded_library()
     self.assertTrue(os.path.isabs(path))
-    self.assertEqual(os.path.dirname(path), build_lib.OPS_DIR)
+    self.assertEqual(os.path.dirname(path), LIBRARY_DIR)
     devices = {k.device_type for k in
                kernels.get_registered_kernels_for_op('TfMpConcat').kernel}
     self.assertIn('CPU', devices)
@@ -63,15 +71,16 @@ class GpuBuildTest(tf.test.TestCase):
 
   def setUp(self):
     super().setUp()
-    if not HAS_NVCC:
-      self.skipTest('nvcc not found: the CUDA kernel is not built here')
+    info = cache.read_build_info(LIBRARY_DIR)
+    if not info['gpu_library']:
+      self.skipTest(f'CUDA kernel not built: {info["gpu_reason"]}')
 
   def test_gpu_library_registers_a_gpu_kernel_and_runs_on_cpu(self):
-    info = build_lib.read_build_info()
-    self.assertEqual(info['gpu_library'], build_lib.GPU_LIBRARY)
+    info = cache.read_build_info(LIBRARY_DIR)
+    self.assertEqual(info['gpu_library'], cache.GPU_LIBRARY)
     self.assertIn('arch=compute_90,code=sm_90', info['gencodes'])
     self.assertIn('arch=compute_80,code=sm_80', info['gencodes'])
-    path = os.path.join(build_lib.OPS_DIR, build_lib.GPU_LIBRARY)
+    path = os.path.join(LIBRARY_DIR, cache.GPU_LIBRARY)
     # A separate process: TensorFlow cannot load a second library that
     # registers the same op.
     proc = run_python(f'''
@@ -96,9 +105,9 @@ print('equal' if same else 'DIFFERENT')
     self.assertEqual(lines[1], 'equal')
 
   def test_cuda_probe(self):
-    info = build_lib.read_build_info()
-    problem = concat_lib.probe_cuda(
-        os.path.join(build_lib.OPS_DIR, info['gpu_probe']))
+    info = cache.read_build_info(LIBRARY_DIR)
+    problem = concat_lib.probe_cuda(os.path.join(LIBRARY_DIR,
+                                                 info['gpu_probe']))
     if HAS_GPU:
       self.assertIsNone(problem)
     else:  # no driver here: the runtime says so, and the loader can tell
@@ -125,8 +134,7 @@ print(len(caught), caught[0].message if caught else '')
 ''')
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     path, warning = proc.stdout.splitlines()[-2:]
-    self.assertEqual(path, os.path.join(build_lib.OPS_DIR,
-                                        build_lib.CPU_LIBRARY))
+    self.assertEqual(path, os.path.join(LIBRARY_DIR, cache.CPU_LIBRARY))
     self.assertRegex(warning, r'^1 tf_mp: the CUDA kernel of the custom concat '
                      r'op cannot run \(CUDA runtime error \d+: .+\); using '
                      r'its CPU kernel only')
@@ -223,7 +231,7 @@ class GpuKernelTest(parameterized.TestCase, tf.test.TestCase):
         got = concat_lib.fused_concat(values)
         want = tf.concat(values, -1)
     self.assertIn('GPU', got.device)
-    self.assertEndsWith(concat_lib.loaded_library(), build_lib.GPU_LIBRARY)
+    self.assertEndsWith(concat_lib.loaded_library(), cache.GPU_LIBRARY)
     bits = {2: tf.uint16, 4: tf.uint32, 8: tf.uint64}[dtype.size]
     self.assertAllEqual(tf.bitcast(got, bits), tf.bitcast(want, bits),
                         msg=f'seed {seed}')

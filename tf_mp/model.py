@@ -5,9 +5,11 @@ from typing import Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from tf_mp.checks import positive_int
 from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
 from tf_mp.devices import DeviceSpec, resolve_devices
+from tf_mp.checks import integer, positive_int
 from tf_mp.errors import TfMpError
 from tf_mp.ops import concat as concat_ops
 from tf_mp.sub_models import SubModel, check_features
@@ -18,6 +20,10 @@ class SubModelConfig:
   """Widths of one sub-model: `input_units -> hidden_units -> output_units`."""
   hidden_units: int = 256
   output_units: int = 64
+
+  def __post_init__(self):
+    positive_int('SubModelConfig.hidden_units', self.hidden_units)
+    positive_int('SubModelConfig.output_units', self.output_units)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +37,10 @@ class ModelConfig:
     num_classes: logits of the head (labels are integers in [0, num_classes)).
     seed: seeds the Glorot-uniform kernels (biases start at zero).
     concat: how the sub-model outputs are joined: 'tf' (`tf.concat`),
-      'custom' (the TfMpConcat op of `tf_mp/ops`, which must be built: `make
-      ops`), or 'auto' (`tf_mp.ops.fused_concat`: the op when it is usable, else
-      `tf.concat` after one warning; `TF_MP_CUSTOM_OPS` decides). All three
+      'custom' (the TfMpConcat op of `tf_mp/ops`, which must be built:
+      `python -m tf_mp.ops.build`), or 'auto' (`tf_mp.ops.fused_concat`: the op
+      when it is usable, else `tf.concat` after one warning;
+      `TF_MP_CUSTOM_OPS` decides). All three
       give bit-for-bit the same outputs and gradients.
   """
   input_units: int = 128
@@ -41,6 +48,23 @@ class ModelConfig:
   num_classes: int = 10
   seed: int = 0
   concat: str = 'tf'
+
+  def __post_init__(self):
+    """Checks every field at creation: one TfMpError line naming it."""
+    positive_int('ModelConfig.input_units', self.input_units)
+    positive_int('ModelConfig.num_classes', self.num_classes)
+    integer('ModelConfig.seed', self.seed)
+    subs = self.sub_models
+    if not isinstance(subs, (tuple, list)) or not all(
+        isinstance(s, SubModelConfig) for s in subs):
+      raise TfMpError(f'ModelConfig.sub_models must be a sequence of '
+                      f'SubModelConfig, got {subs!r}')
+    if not subs:
+      raise TfMpError('config.sub_models is empty; expected at least one sub-model')
+    object.__setattr__(self, 'sub_models', tuple(subs))  # frozen: hashable
+    if self.concat not in concat_ops.PATHS:
+      raise TfMpError(f'ModelConfig.concat must be "auto", "custom" or "tf", got '
+                      f'{self.concat!r}')
 
   @property
   def concat_units(self) -> int:
@@ -120,14 +144,16 @@ def build_model(devices: DeviceSpec = None,
     TfMpError: a device does not exist, the config is invalid, or concat is
       'custom' and the custom op is not usable.
   """
-  config = config or ModelConfig()
+  if config is None:
+    config = ModelConfig()
+  if not isinstance(config, ModelConfig):
+    raise TfMpError(f'config must be a tf_mp.ModelConfig, got {config!r}')
+  if devices is not None and not isinstance(devices, (str, list, tuple)):
+    raise TfMpError(f'devices {devices!r} is not a device list; expected e.g. '
+                    '"cpu:0,cpu:1,cpu:2", ["gpu:0", "gpu:1", "gpu:2"], "auto" '
+                    'or None')
   if concat is not None:
     config = dataclasses.replace(config, concat=concat)
-  if not config.sub_models:
-    raise TfMpError('config.sub_models is empty; expected at least one sub-model')
-  if config.concat not in concat_ops.PATHS:
-    raise TfMpError(f'concat {config.concat!r} is not one of "auto", "custom", '
-                    '"tf"')
   if config.concat == 'custom':
     concat_ops.require_custom_concat()  # fail now, not in the first step
   placed = resolve_devices(devices, len(config.sub_models))

@@ -55,7 +55,30 @@ class SubModel(tf.Module):
 
 
 def check_features(inputs, input_units: int, where: str) -> None:
-  """Raises TfMpError unless `inputs` is `[batch, input_units]` (batch may be unknown)."""
+  """Raises TfMpError unless `inputs` is float32 `[batch, input_units]` (batch may be unknown).
+
+  Other dtypes are refused rather than cast: float64 would silently lose
+  precision and integers are usually a mistake (labels passed as features).
+  Python lists of numbers are accepted as float32, as `tf.constant` would.
+  """
+  dtype = getattr(inputs, 'dtype', None)
+  if dtype is None:
+    try:
+      inputs = tf.convert_to_tensor(inputs, tf.float32)
+    except (TypeError, ValueError) as e:
+      raise TfMpError(f'{where}: inputs {_short(inputs)} are not float32 numbers '
+                      f'({str(e).splitlines()[0][:100]}); expected float32 '
+                      f'[batch, {input_units}]') from None
+  else:
+    try:
+      dtype = tf.as_dtype(dtype)
+    except TypeError:
+      dtype = None
+    if dtype != tf.float32:
+      name = dtype.name if dtype is not None else str(getattr(inputs, 'dtype'))
+      raise TfMpError(f'{where}: inputs have dtype {name}; expected float32 '
+                      f'[batch, {input_units}] (convert with tf.cast(x, '
+                      'tf.float32) if that is what you mean)')
   shape = tf.TensorShape(getattr(inputs, 'shape', None))
   if shape.rank is not None and (shape.rank != 2 or
                                  shape[-1] not in (None, input_units)):
@@ -63,29 +86,90 @@ def check_features(inputs, input_units: int, where: str) -> None:
                     f'[batch, {input_units}]')
 
 
-def _builder(k: int):
-
-  def build(device: Optional[str] = None,
-            *,
-            input_units: int = 128,
-            hidden_units: int = 256,
-            output_units: int = 64,
-            seed: int = 0) -> SubModel:
-    return SubModel(device, input_units=input_units, hidden_units=hidden_units,
-                    output_units=output_units, seed=seed, name=f'sub_model_{k}')
-
-  build.__name__ = build.__qualname__ = f'sub_model_{k}'
-  build.__doc__ = (
-      f'Builds the document\'s `sub_model_{k}`: a `SubModel` named '
-      f'`sub_model_{k}`.\n\n  Args:\n    device: where its variables and '
-      'computation live, e.g. "cpu:1" or "/device:GPU:0"; None leaves placement '
-      'to TensorFlow.\n    input_units, hidden_units, output_units: widths '
-      '(defaults 128 -> 256 -> 64).\n    seed: seeds the Glorot-uniform '
-      'kernels.\n\n  Returns:\n    A `SubModel` mapping `[batch, input_units]` '
-      'to `[batch, output_units]`.\n  ')
-  return build
+def _short(value) -> str:
+  text = repr(value)
+  return text if len(text) <= 40 else text[:37] + '...'
 
 
-sub_model_1 = _builder(1)
-sub_model_2 = _builder(2)
-sub_model_3 = _builder(3)
+def sub_model_1(device: Optional[str] = None,
+                *,
+                input_units: int = 128,
+                hidden_units: int = 256,
+                output_units: int = 64,
+                seed: int = 0) -> SubModel:
+  """Builds the document's `sub_model_1`: a `SubModel` named `sub_model_1`.
+
+  Args:
+    device: where its variables and computation live, e.g. "cpu:0" or
+      "/device:GPU:0"; None leaves placement to TensorFlow.
+    input_units: width of the input (128 in the document).
+    hidden_units: width of the ReLU layer.
+    output_units: width of the output, joined with the other sub-models'.
+    seed: seeds the Glorot-uniform kernels (by variable name).
+
+  Returns:
+    A `SubModel` mapping float32 `[batch, input_units]` to
+    `[batch, output_units]` on `device`; variables
+    `sub_model_1/{hidden,output}/{kernel,bias}`.
+
+  Raises:
+    TfMpError: a width is not a positive integer, or the device does not exist.
+  """
+  return SubModel(device, input_units=input_units, hidden_units=hidden_units,
+                  output_units=output_units, seed=seed, name='sub_model_1')
+
+
+def sub_model_2(device: Optional[str] = None,
+                *,
+                input_units: int = 128,
+                hidden_units: int = 256,
+                output_units: int = 64,
+                seed: int = 0) -> SubModel:
+  """Builds the document's `sub_model_2`: a `SubModel` named `sub_model_2`.
+
+  Args:
+    device: where its variables and computation live, e.g. "cpu:1" or
+      "/device:GPU:1"; None leaves placement to TensorFlow.
+    input_units: width of the input (128 in the document).
+    hidden_units: width of the ReLU layer.
+    output_units: width of the output, joined with the other sub-models'.
+    seed: seeds the Glorot-uniform kernels (by variable name).
+
+  Returns:
+    A `SubModel` mapping float32 `[batch, input_units]` to
+    `[batch, output_units]` on `device`; variables
+    `sub_model_2/{hidden,output}/{kernel,bias}`.
+
+  Raises:
+    TfMpError: a width is not a positive integer, or the device does not exist.
+  """
+  return SubModel(device, input_units=input_units, hidden_units=hidden_units,
+                  output_units=output_units, seed=seed, name='sub_model_2')
+
+
+def sub_model_3(device: Optional[str] = None,
+                *,
+                input_units: int = 128,
+                hidden_units: int = 256,
+                output_units: int = 64,
+                seed: int = 0) -> SubModel:
+  """Builds the document's `sub_model_3`: a `SubModel` named `sub_model_3`.
+
+  Args:
+    device: where its variables and computation live, e.g. "cpu:2" or
+      "/device:GPU:2"; None leaves placement to TensorFlow.
+    input_units: width of the input (128 in the document).
+    hidden_units: width of the ReLU layer.
+    output_units: width of the output, joined with the other sub-models'.
+    seed: seeds the Glorot-uniform kernels (by variable name).
+
+  Returns:
+    A `SubModel` mapping float32 `[batch, input_units]` to
+    `[batch, output_units]` on `device`; variables
+    `sub_model_3/{hidden,output}/{kernel,bias}`.
+
+  Raises:
+    TfMpError: a width is not a positive integer, or the device does not exist.
+  """
+  return SubModel(device, input_units=input_units, hidden_units=hidden_units,
+                  output_units=output_units, seed=seed, name='sub_model_3')

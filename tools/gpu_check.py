@@ -27,6 +27,7 @@ argparse). Exit status: 0 all equal, 1 a mismatch, 2 no GPU or no library.
 
 import argparse
 import ctypes
+import importlib.util
 import os
 import shutil
 import statistics
@@ -42,9 +43,19 @@ HEADER = os.path.join(ROOT, 'tf_mp', 'ops', 'concat_kernel.h')
 HARNESS = os.path.join(ROOT, 'tools', 'gpu_check_harness.cu')
 DEFAULT_BUILD_DIR = os.path.join(ROOT, 'build', 'gpu_check')
 LIBRARY_NAME = 'libconcat_gpu_check.so'
-# As tf_mp/ops/build.py: A100, H100/H200, B200, and PTX for newer GPUs.
-GENCODES = ('arch=compute_80,code=sm_80', 'arch=compute_90,code=sm_90',
-            'arch=compute_100,code=sm_100', 'arch=compute_90,code=compute_90')
+GENCODES_FILE = os.path.join(ROOT, 'tf_mp', 'ops', 'gencodes.py')
+
+
+def _load_gencodes():
+  """The op build's list, loaded by path: importing tf_mp needs TensorFlow."""
+  spec = importlib.util.spec_from_file_location('_tf_mp_gencodes',
+                                                GENCODES_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.GENCODES
+
+
+GENCODES = _load_gencodes()
 
 # name -> (numpy dtype of the bit patterns, dtype name shown)
 DTYPES = {
@@ -80,7 +91,7 @@ class CheckError(Exception):
 def build(build_dir: str, nvcc: str) -> str:
   """Compiles the harness unless it is newer than its sources; returns it."""
   library = os.path.join(build_dir, LIBRARY_NAME)
-  sources = (KERNEL, HEADER, HARNESS)
+  sources = (KERNEL, HEADER, HARNESS, GENCODES_FILE)
   if (os.path.exists(library) and
       os.path.getmtime(library) > max(map(os.path.getmtime, sources))):
     return library

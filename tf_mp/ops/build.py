@@ -1,21 +1,41 @@
-"""Builds the TfMpConcat shared objects beside this module (`make ops`).
+"""Builds the TfMpConcat shared objects into the per-user cache.
 
-Two libraries, so that a CUDA problem never costs the CPU kernel:
+  python -m tf_mp.ops.build               # CUDA kernel too when nvcc works
+  python -m tf_mp.ops.build --cuda=no     # the CPU kernel alone
+  python -m tf_mp.ops.build --force --verbose
+  python -m tf_mp.ops.build --optional    # no compiler: one line, exit 0
+
+The sources come from the package (an installed wheel ships them) and the
+libraries go to `tf_mp.ops.cache.library_dir()`, `~/.cache/tf_mp/ops/
+<TensorFlow version>-<sources hash>/` by default (see `tf_mp/ops/cache.py`),
+never into the package. Two libraries, so that a CUDA problem never costs the
+CPU kernel:
 
 * `_concat_op.so`: the op, its shape function and the CPU kernel. Always built;
   a failure here is an error.
 * `_concat_op_gpu.so`: the same plus the CUDA kernel registered for
-  `DEVICE_GPU`. Built when `nvcc` is found: `concat_op.cc` is compiled by the
-  host compiler with `-DGOOGLE_CUDA=1` against TensorFlow's headers,
+  `DEVICE_GPU`. Built when nvcc is found and works: `concat_op.cc` is compiled
+  by the host compiler with `-DGOOGLE_CUDA=1` against TensorFlow's headers,
   `concat_kernel.cu` by nvcc against nvcc's own CUDA headers (the wheel's are
   CUDA 12.5, this nvcc may be newer), and nvcc links both with the CUDA runtime
   linked statically, so the library needs no libcudart of its own.
 
 `build_info.json` records what was built and against which TensorFlow; the
 loader (`tf_mp/ops/concat.py`) refuses a library built for another version.
-Compile flags come from `tf.sysconfig`; no `-std` of our own is added.
+Compile flags come from `tf.sysconfig`; no `-std` of our own is added. Builds
+of one directory are serialised by a lock file in it, and each library is
+moved into place by rename.
+
+The op is optional, so a missing or broken toolchain (no C++ compiler, or one
+that cannot compile a one-line file) is a `ToolchainError`, apart from a
+compile error in the op's sources (`BuildError`). With `--optional` (what
+`make test` uses) a `ToolchainError` prints one line and exits 0; the op tests
+then skip with that line and `fused_concat` uses `tf.concat`. Without it (what
+`make ops` uses, and CI should) it exits 1. A compile error always exits 1 with
+the compiler's output.
 """
 
+import argparse
 import contextlib
 import dataclasses
 import fcntl
@@ -24,31 +44,27 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from typing import List, Optional
 
 import tensorflow as tf
 
 from tf_mp.errors import TfMpError
+from tf_mp.ops import cache
+from tf_mp.ops.cache import (BUILD_INFO, CPU_LIBRARY, GPU_LIBRARY, GPU_PROBE,
+                             OPS_DIR, read_build_info)
+from tf_mp.ops.gencodes import GENCODES
 
-OPS_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_DIR = os.path.dirname(os.path.dirname(OPS_DIR))
-CPU_LIBRARY = '_concat_op.so'
-GPU_LIBRARY = '_concat_op_gpu.so'
-# The CUDA kernel alone (no TensorFlow): the loader asks it whether the CUDA
-# runtime works with the installed driver before loading GPU_LIBRARY.
-GPU_PROBE = '_concat_gpu_probe.so'
-BUILD_INFO = 'build_info.json'
-SOURCES = ('concat_op.cc', 'concat_kernel.cu', 'concat_kernel.h', 'build.py')
-
-# SASS for A100 (sm_80), H100/H200 (sm_90) and B200 (sm_100), plus compute_90
-# PTX that the driver can JIT for newer GPUs.
-GENCODES = ('arch=compute_80,code=sm_80', 'arch=compute_90,code=sm_90',
-            'arch=compute_100,code=sm_100', 'arch=compute_90,code=compute_90')
+NOT_BUILT = 'TfMpConcat op not built'
 
 
 class BuildError(TfMpError):
-  """A compiler or linker failed; the message ends with its output."""
+  """A compiler or linker failed on the op; the message ends with its output."""
+
+
+class ToolchainError(TfMpError):
+  """No usable compiler: the op cannot be built on this machine at all."""
 
 
 @dataclasses.dataclass
@@ -56,6 +72,7 @@ class BuildResult:
   """What `build` did.
 
   Attributes:
+    directory: absolute path of the cache directory holding the libraries.
     cpu_library: absolute path of the CPU library.
     gpu_library: absolute path of the GPU library, or None.
     gpu_reason: why the GPU library is or is not there, in words.
@@ -63,6 +80,7 @@ class BuildResult:
       are what the existing libraries were built from.
     info: the contents of build_info.json.
   """
+  directory: str
   cpu_library: str
   gpu_library: Optional[str]
   gpu_reason: str
@@ -72,21 +90,14 @@ class BuildResult:
   def summary(self) -> str:
     state = 'up to date' if self.up_to_date else 'built'
     lines = [f'TfMpConcat op for TensorFlow {self.info["tf_version"]} '
-             f'({state}; {_relative(OPS_DIR)}/{BUILD_INFO}):',
-             f'  CPU kernel:  {_relative(self.cpu_library)}']
+             f'({state}) in {self.directory}:',
+             f'  CPU kernel:  {os.path.basename(self.cpu_library)}']
     if self.gpu_library:
-      lines.append(f'  CUDA kernel: {_relative(self.gpu_library)} '
+      lines.append(f'  CUDA kernel: {os.path.basename(self.gpu_library)} '
                    f'({self.gpu_reason})')
     else:
       lines.append(f'  CUDA kernel: not built: {self.gpu_reason}')
     return '\n'.join(lines)
-
-
-def _relative(path: str) -> str:
-  try:
-    return os.path.relpath(path, REPO_DIR)
-  except ValueError:
-    return path
 
 
 def find_nvcc() -> Optional[str]:
@@ -102,11 +113,64 @@ def find_nvcc() -> Optional[str]:
   return None
 
 
+def _run(command: List[str]) -> subprocess.CompletedProcess:
+  return subprocess.run(command, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True, check=False,
+                        timeout=300)
+
+
+def _first_line(output: str) -> str:
+  lines = [l.strip() for l in output.splitlines() if l.strip()]
+  return f': {lines[0][:200]}' if lines else ''
+
+
+def find_cxx() -> str:
+  """The C++ compiler (`$CXX`, else `c++` on PATH), checked on a tiny file.
+
+  Raises:
+    ToolchainError: there is none, or it cannot build a one-line shared object
+      (so a failure is the machine's, not the op's).
+  """
+  name = os.environ.get('CXX', 'c++')
+  path = shutil.which(name)
+  if path is None:
+    origin = '$CXX' if 'CXX' in os.environ else 'the default, c++'
+    raise ToolchainError(f'no C++ compiler: {name!r} ({origin}) is not on '
+                         'PATH; install g++ or set CXX')
+  with tempfile.TemporaryDirectory(prefix='tf_mp_cxx_check_') as tmp:
+    source = os.path.join(tmp, 'check.cc')
+    with open(source, 'w', encoding='utf-8') as f:
+      f.write('int tf_mp_compiler_check() { return 0; }\n')
+    command = [path, '-shared', '-fPIC', source, '-o',
+               os.path.join(tmp, 'check.so')]
+    try:
+      proc = _run(command)
+    except (OSError, subprocess.SubprocessError) as e:
+      raise ToolchainError(f'the C++ compiler {path} does not run: '
+                           f'{e}') from None
+  if proc.returncode != 0:
+    raise ToolchainError(
+        f'the C++ compiler {path} does not work: it fails (exit '
+        f'{proc.returncode}) on a one-line test file{_first_line(proc.stdout)}')
+  return path
+
+
+def _nvcc_problem(nvcc: str) -> Optional[str]:
+  """None when `nvcc --version` succeeds, else why not (one line)."""
+  try:
+    proc = _run([nvcc, '--version'])
+  except (OSError, subprocess.SubprocessError) as e:
+    return f'{nvcc} does not run: {e}'
+  if proc.returncode != 0:
+    return (f'{nvcc} does not work: `nvcc --version` exits '
+            f'{proc.returncode}{_first_line(proc.stdout)}')
+  return None
+
+
 def _version_line(tool: str) -> str:
   try:
-    out = subprocess.run([tool, '--version'], capture_output=True, text=True,
-                         check=False, timeout=60).stdout
-  except OSError as e:
+    out = _run([tool, '--version']).stdout
+  except (OSError, subprocess.SubprocessError) as e:
     return f'unusable: {e}'
   lines = [l.strip() for l in out.splitlines() if l.strip()]
   # nvcc ends "Cuda compilation tools, release 13.0, V13.0.88", "Build ...".
@@ -115,10 +179,7 @@ def _version_line(tool: str) -> str:
 
 
 def _fingerprint(parts: List[str]) -> str:
-  digest = hashlib.sha256()
-  for name in SOURCES:
-    with open(os.path.join(OPS_DIR, name), 'rb') as f:
-      digest.update(f.read())
+  digest = hashlib.sha256(cache.sources_hash().encode() + b'\0')
   for part in parts:
     digest.update(part.encode() + b'\0')
   return digest.hexdigest()
@@ -151,21 +212,10 @@ def _install(built: str, target: str) -> None:
   os.replace(staging, target)
 
 
-def read_build_info(ops_dir: str = OPS_DIR) -> Optional[dict]:
-  """The recorded build of `ops_dir`, or None when there is none."""
-  try:
-    with open(os.path.join(ops_dir, BUILD_INFO), encoding='utf-8') as f:
-      return json.load(f)
-  except FileNotFoundError:
-    return None
-
-
 @contextlib.contextmanager
-def _exclusive():
-  """Serialises builds of this checkout across processes (parallel tests)."""
-  name = hashlib.sha256(OPS_DIR.encode()).hexdigest()[:16]
-  path = os.path.join(tempfile.gettempdir(), f'tf_mp_ops_{name}.lock')
-  with open(path, 'w', encoding='utf-8') as lock:
+def _exclusive(directory: str):
+  """Serialises builds of one cache directory across processes."""
+  with open(os.path.join(directory, '.lock'), 'w', encoding='utf-8') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
       yield
@@ -173,65 +223,99 @@ def _exclusive():
       fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def library_dir() -> str:
+  """The cache directory for the running TensorFlow and the package sources.
+
+  Raises:
+    TfMpError: the package lacks an op source.
+  """
+  try:
+    return cache.library_dir(tf.__version__)
+  except cache.SourcesMissingError as e:
+    raise TfMpError(str(e)) from None
+
+
 def build(cuda: str = 'auto', force: bool = False,
           verbose: bool = False) -> BuildResult:
-  """Builds the libraries into `tf_mp/ops/` unless they are up to date.
+  """Builds the libraries into the cache unless they are up to date there.
 
   Args:
-    cuda: 'auto' (build the CUDA kernel when nvcc is found), 'yes' (nvcc must
-      be found), or 'no'.
+    cuda: 'auto' (build the CUDA kernel when nvcc is found and runs), 'yes'
+      (nvcc must work), or 'no'.
     force: rebuild even when up to date.
     verbose: print the compilers' output.
 
   Returns:
-    A `BuildResult`; `summary()` says what was built and why not.
+    A `BuildResult`; `summary()` says what was built, where, and why not.
 
   Raises:
-    TfMpError: `cuda` is not one of the three values, or 'yes' without nvcc.
-    BuildError: a compiler or the linker failed.
+    ToolchainError: no usable C++ compiler, or `cuda='yes'` without a working
+      nvcc; nothing was changed.
+    BuildError: a compiler or the linker failed on the op's sources.
+    TfMpError: `cuda` is not one of the three values, the package lacks an op
+      source, or the cache directory cannot be created.
   """
   if cuda not in ('auto', 'yes', 'no'):
     raise TfMpError(f'cuda={cuda!r} is not one of "auto", "yes", "no"')
-  with _exclusive():
-    return _build(cuda, force, verbose)
-
-
-def _build(cuda: str, force: bool, verbose: bool) -> BuildResult:
-  cxx_name = os.environ.get('CXX', 'c++')
-  cxx = shutil.which(cxx_name) or cxx_name
-  compile_flags = list(tf.sysconfig.get_compile_flags())
-  link_flags = list(tf.sysconfig.get_link_flags())
+  directory = library_dir()
+  # Before touching the cache: a machine without compilers keeps its build.
+  cxx = find_cxx()
   nvcc = find_nvcc() if cuda != 'no' else None
-  if cuda == 'yes' and nvcc is None:
-    raise TfMpError('cuda="yes" but nvcc was not found on PATH, in $NVCC or in '
-                    '$CUDA_HOME/bin; expected a CUDA toolkit')
+  problem = _nvcc_problem(nvcc) if nvcc else None
+  if cuda == 'yes' and (nvcc is None or problem):
+    raise ToolchainError(
+        'cuda="yes" but ' + (problem or 'nvcc was not found on PATH, in $NVCC '
+                             'or in $CUDA_HOME/bin; expected a CUDA toolkit'))
   if cuda == 'no':
     gpu_reason = 'CUDA disabled (cuda="no")'
   elif nvcc is None:
     gpu_reason = ('nvcc not found on PATH, in $NVCC or in $CUDA_HOME/bin; the '
                   'CPU kernel works alone')
+  elif problem:
+    gpu_reason = f'{problem}; the CPU kernel works alone'
+    nvcc = None
   else:
     gpu_reason = (f'{_version_line(nvcc)}, '
                   f'{" ".join(g.split("code=")[1] for g in GENCODES)}, '
                   'CUDA runtime linked statically')
+  try:
+    os.makedirs(directory, exist_ok=True)
+  except OSError as e:
+    raise TfMpError(f'cannot create the op cache {directory}: {e}; set '
+                    f'{cache.CACHE_ENV_VAR} to a writable directory') from None
+  with _exclusive(directory):
+    return _build(directory, cxx, nvcc, gpu_reason, force, verbose)
+
+
+def _build(directory: str, cxx: str, nvcc: Optional[str], gpu_reason: str,
+           force: bool, verbose: bool) -> BuildResult:
+  compile_flags = list(tf.sysconfig.get_compile_flags())
+  link_flags = list(tf.sysconfig.get_link_flags())
+  # Where TensorFlow is installed is left out: two environments with the same
+  # TensorFlow share one build (the libraries name libtensorflow_framework by
+  # soname only) instead of rebuilding it in turn.
+  installed_at = tf.sysconfig.get_lib()
   key = _fingerprint([tf.__version__, tf.version.GIT_VERSION, cxx,
                       _version_line(cxx), nvcc or '-', gpu_reason] +
-                     compile_flags + link_flags)
-  cpu_path = os.path.join(OPS_DIR, CPU_LIBRARY)
-  gpu_path = os.path.join(OPS_DIR, GPU_LIBRARY)
+                     [f.replace(installed_at, '<tensorflow>')
+                      for f in compile_flags + link_flags])
+  cpu_path = os.path.join(directory, CPU_LIBRARY)
+  gpu_path = os.path.join(directory, GPU_LIBRARY)
+  probe_path = os.path.join(directory, GPU_PROBE)
+  info_path = os.path.join(directory, BUILD_INFO)
 
-  info = read_build_info()
+  info = read_build_info(directory)
   if (not force and info and info.get('fingerprint') == key and
       os.path.exists(cpu_path) and
       (not info.get('gpu_library') or
-       (os.path.exists(gpu_path) and
-        os.path.exists(os.path.join(OPS_DIR, GPU_PROBE))))):
-    return BuildResult(cpu_path, gpu_path if info['gpu_library'] else None,
+       (os.path.exists(gpu_path) and os.path.exists(probe_path)))):
+    return BuildResult(directory, cpu_path,
+                       gpu_path if info['gpu_library'] else None,
                        info['gpu_reason'], True, info)
 
   # Invalidate first: a half-finished build must not look current.
-  if os.path.exists(os.path.join(OPS_DIR, BUILD_INFO)):
-    os.remove(os.path.join(OPS_DIR, BUILD_INFO))
+  if os.path.exists(info_path):
+    os.remove(info_path)
   source = os.path.join(OPS_DIR, 'concat_op.cc')
   kernel = os.path.join(OPS_DIR, 'concat_kernel.cu')
   with tempfile.TemporaryDirectory(prefix='tf_mp_ops_') as tmp:
@@ -261,7 +345,8 @@ def _build(cuda: str, force: bool, verbose: bool) -> BuildResult:
     if nvcc:
       if failures:
         raise BuildError(f'{next(iter(failures.values()))}\nThe CPU kernel '
-                         'was built; `make ops CUDA=no` builds it alone.')
+                         f'was built; `{cache.BUILD_COMMAND} --cuda=no` '
+                         'builds it alone.')
       gpu_tmp = os.path.join(tmp, GPU_LIBRARY)
       probe_tmp = os.path.join(tmp, GPU_PROBE)
       links = [(_start([nvcc, '-shared', '--cudart=static', op_object,
@@ -271,13 +356,13 @@ def _build(cuda: str, force: bool, verbose: bool) -> BuildResult:
                         '-o', probe_tmp]), 'GPU probe link (nvcc)')]
       for process, what in links:
         _finish(process, what, verbose)
-      _install(probe_tmp, os.path.join(OPS_DIR, GPU_PROBE))
+      _install(probe_tmp, probe_path)
       _install(gpu_tmp, gpu_path)
       gpu_built = True
     else:
-      for stale in (gpu_path, os.path.join(OPS_DIR, GPU_PROBE)):
+      for stale in (gpu_path, probe_path):
         if os.path.exists(stale):
-          os.remove(stale)  # built from other sources or another TensorFlow
+          os.remove(stale)  # built by another compiler or with CUDA
 
   info = {
       'fingerprint': key,
@@ -287,15 +372,61 @@ def _build(cuda: str, force: bool, verbose: bool) -> BuildResult:
       'gpu_library': GPU_LIBRARY if gpu_built else None,
       'gpu_probe': GPU_PROBE if gpu_built else None,
       'gpu_reason': gpu_reason,
+      'sources': OPS_DIR,
       'compiler': cxx,
       'compile_flags': compile_flags,
       'link_flags': link_flags,
       'nvcc': nvcc,
       'gencodes': list(GENCODES) if gpu_built else [],
   }
-  tmp_info = os.path.join(OPS_DIR, BUILD_INFO + '.tmp')
+  tmp_info = info_path + '.tmp'
   with open(tmp_info, 'w', encoding='utf-8') as f:
     json.dump(info, f, indent=2)
-  os.replace(tmp_info, os.path.join(OPS_DIR, BUILD_INFO))
-  return BuildResult(cpu_path, gpu_path if gpu_built else None, gpu_reason,
-                     False, info)
+  os.replace(tmp_info, info_path)
+  return BuildResult(directory, cpu_path, gpu_path if gpu_built else None,
+                     gpu_reason, False, info)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  """`python -m tf_mp.ops.build`: builds, prints what and where; exit status.
+
+  Returns:
+    0 built or up to date (or, with --optional, not buildable here: one line
+    says why); 1 a compile error, no usable compiler without --optional, or
+    another `TfMpError` (one line, no traceback); argparse exits 2 on bad flags.
+  """
+  parser = argparse.ArgumentParser(
+      prog=cache.BUILD_COMMAND,
+      description=('Builds the optional TfMpConcat op (CPU kernel; CUDA kernel '
+                   'when nvcc works) into the per-user cache '
+                   f'({cache.cache_root()}/ops/...). Does nothing when the '
+                   'sources, TensorFlow and the compilers are unchanged.'))
+  parser.add_argument('--cuda', choices=('auto', 'yes', 'no'), default='auto',
+                      help='build the CUDA kernel: auto (when nvcc is found '
+                      'and runs), yes (nvcc must work), no (default: auto)')
+  parser.add_argument('--force', action='store_true',
+                      help='rebuild even when up to date')
+  parser.add_argument('--verbose', action='store_true',
+                      help="print the compilers' output")
+  parser.add_argument('--optional', action='store_true',
+                      help='no usable compiler is not an error: print one line '
+                      'saying so and exit 0 (compile errors still exit 1)')
+  args = parser.parse_args(argv)
+  try:
+    result = build(args.cuda, force=args.force, verbose=args.verbose)
+  except ToolchainError as e:
+    if args.optional:
+      print(f'{NOT_BUILT}: {e}; its tests are skipped and fused_concat uses '
+            'tf.concat')
+      return 0
+    print(f'{parser.prog}: {NOT_BUILT}: {e}', file=sys.stderr)
+    return 1
+  except TfMpError as e:
+    print(f'{parser.prog}: error: {e}', file=sys.stderr)
+    return 1
+  print(result.summary())
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,7 +1,9 @@
 """`fused_concat`: the custom TfMpConcat op when it is built, else `tf.concat`.
 
-The op (`concat_op.cc`, `concat_kernel.cu`) is optional. Its shared object is
-loaded lazily, on first use, from an absolute path beside this module; nothing
+The op (`concat_op.cc`, `concat_kernel.cu`) is optional: `python -m
+tf_mp.ops.build` builds it into the per-user cache (`tf_mp/ops/cache.py` says
+where; one directory per TensorFlow version and sources). Its shared object is
+loaded lazily, on first use, from an absolute path in that directory; nothing
 is loaded at import. Which path runs:
 
 * `TF_MP_CUSTOM_OPS=0`: always `tf.concat`.
@@ -23,8 +25,9 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+from tf_mp import file_trust
 from tf_mp.errors import TfMpError
-from tf_mp.ops import build as build_lib
+from tf_mp.ops import cache
 
 ENV_VAR = 'TF_MP_CUSTOM_OPS'
 PATHS = ('auto', 'custom', 'tf')
@@ -57,7 +60,8 @@ class _LoadFailure(Exception):
 
 
 class OpLibrary:
-  """The TfMpConcat shared object in `ops_dir`, loaded at most once.
+  """The TfMpConcat shared object in `ops_dir` (default: the cache), loaded at
+  most once.
 
   The first `load` decides, and the answer (the module or the reason it is not
   usable) is kept for the life of the object. The GPU library is preferred when
@@ -66,8 +70,9 @@ class OpLibrary:
   there but the CUDA kernel cannot run).
   """
 
-  def __init__(self, ops_dir: str = build_lib.OPS_DIR):
-    self.ops_dir = os.path.abspath(ops_dir)
+  def __init__(self, ops_dir: Optional[str] = None):
+    # None: `cache.library_dir()`, decided at the first `load`.
+    self.ops_dir = os.path.abspath(ops_dir) if ops_dir else None
     self._lock = threading.Lock()
     self._module = None
     self._failure: Optional[str] = None
@@ -90,13 +95,15 @@ class OpLibrary:
       if self._module is not None:
         return self._module
       if required:
-        raise TfMpError(f'the custom concat op is not usable: {self._failure}')
+        raise TfMpError(f'the custom concat op is not usable: {self._failure}'
+                        f'; `{cache.BUILD_COMMAND}` builds it')
       if not self._warned:
         self._warned = True
         warnings.warn(
             f'tf_mp: the custom concat op is not usable ({self._failure}); '
-            f'using tf.concat instead. `make ops` builds it; {ENV_VAR}=0 '
-            'silences this warning.', RuntimeWarning, stacklevel=4)
+            f'using tf.concat instead. `{cache.BUILD_COMMAND}` builds it; '
+            f'{ENV_VAR}=0 silences this warning.', RuntimeWarning,
+            stacklevel=4)
       return None
 
   @property
@@ -105,19 +112,24 @@ class OpLibrary:
     return self._failure
 
   def _load(self):
-    info = build_lib.read_build_info(self.ops_dir)
+    if self.ops_dir is None:
+      try:
+        self.ops_dir = cache.library_dir(tf.__version__)
+      except cache.SourcesMissingError as e:
+        raise _LoadFailure(str(e)) from None
+    info = cache.read_build_info(self.ops_dir)
     if info is None:
-      raise _LoadFailure(f'{self.ops_dir}/{build_lib.BUILD_INFO} not found: '
-                         'the op is not built')
+      raise _LoadFailure(f'{self.ops_dir}/{cache.BUILD_INFO} not found: the '
+                         'op is not built')
     built = (info.get('tf_version'), info.get('tf_git_version'))
     running = (tf.__version__, tf.version.GIT_VERSION)
     if built != running:
       raise _LoadFailure(f'built against TensorFlow {built[0]} ({built[1]}), '
-                         f'running {running[0]} ({running[1]}); rebuild it')
-    name = info.get('cpu_library') or build_lib.CPU_LIBRARY
+                         f'running {running[0]} ({running[1]})')
+    name = info.get('cpu_library') or cache.CPU_LIBRARY
     if info.get('gpu_library') and tf.config.list_physical_devices('GPU'):
       problem = probe_cuda(os.path.join(
-          self.ops_dir, info.get('gpu_probe') or build_lib.GPU_PROBE))
+          self.ops_dir, info.get('gpu_probe') or cache.GPU_PROBE))
       if problem is None:
         name = info['gpu_library']
       else:
@@ -129,6 +141,10 @@ class OpLibrary:
     if not os.path.isfile(path):
       raise _LoadFailure(f'{path} not found (renamed or deleted after the '
                          'build)')
+    # Loading runs the library's code: only from files only you (or root) can change.
+    problem = file_trust.untrusted_reason(path)
+    if problem:
+      raise _LoadFailure(f'refusing to load native code from {path}: {problem}')
     try:
       module = tf.load_op_library(path)
     except (tf.errors.OpError, OSError, ValueError) as e:
