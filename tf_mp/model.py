@@ -63,8 +63,8 @@ class ModelConfig:
       raise TfMpError('config.sub_models is empty; expected at least one sub-model')
     object.__setattr__(self, 'sub_models', tuple(subs))  # frozen: hashable
     if self.concat not in concat_ops.PATHS:
-      raise TfMpError(f'ModelConfig.concat must be "auto", "custom" or "tf", got '
-                      f'{self.concat!r}')
+      raise TfMpError(f'concat {self.concat!r} is not one of "auto", "custom", '
+                      '"tf"')
 
   @property
   def concat_units(self) -> int:

@@ -112,24 +112,35 @@ def quiet_env(**extra) -> dict:
   return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=path, **extra)
 
 
-def run_process(argv: List[str], env: dict = None) -> dict:
+def run_process(argv: List[str], env: dict = None, first_line: str = None) -> dict:
   """Runs a child to completion: its wall seconds, peak resident MB (its own, from wait4), output.
+
+  With `first_line` (a prefix), also `first_line_seconds`: when the child
+  printed the first line starting with it, from the start of the process
+  (its stdout is read as it comes, line by line).
 
   Exits this program with the child's last stderr lines if it fails.
   """
-  with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+  first = None
+  with tempfile.TemporaryFile('w+') as err:
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env or quiet_env(), cwd=ROOT)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
+                            env=env or quiet_env(), cwd=ROOT)
+    lines = []
+    for line in proc.stdout:
+      if first is None and first_line is not None and line.startswith(first_line):
+        first = time.perf_counter() - start
+      lines.append(line)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    out.seek(0)
+    proc.stdout.close()
     err.seek(0)
-    stdout, stderr = out.read(), err.read()
+    stdout, stderr = ''.join(lines), err.read()
   if proc.returncode:
     sys.exit(f'{" ".join(argv[1:3])} failed (exit {proc.returncode}):\n{stderr[-2000:]}')
   return {'wall_seconds': wall, 'peak_rss_mb': usage.ru_maxrss / 1024,
-          'stdout': stdout, 'stderr': stderr}
+          'first_line_seconds': first, 'stdout': stdout, 'stderr': stderr}
 
 
 def free_ports(count: int) -> list:

@@ -55,6 +55,10 @@ flags.DEFINE_string('save_final', None, 'Saver checkpoint prefix for the trained
 flags.DEFINE_string('losses_out', None, '.npy file for the loss of every step.')
 flags.DEFINE_string('report_json', None, 'JSON file for timing and peak memory.')
 flags.DEFINE_bool('quiet', False, 'Do not print the Step lines.')
+flags.DEFINE_integer('intra_threads', None, "The session's intra-op thread pool "
+                     "(default: TensorFlow's choice, as the document).")
+flags.DEFINE_integer('inter_threads', None, "The session's inter-op thread pool "
+                     "(default: TensorFlow's choice, as the document).")
 flags.DEFINE_string('dump_dir', None, 'Directory for the oracle records '
                     '(initial checkpoint, logits, gradients, one Adam step, '
                     'devices), written before training.')
@@ -113,8 +117,13 @@ def build_graph(num_devices=3, learning_rate=0.001):
 
 
 def session_config(num_devices):
-  return tf1.ConfigProto(device_count={'CPU': num_devices},
-                         allow_soft_placement=False)
+  config = tf1.ConfigProto(device_count={'CPU': num_devices},
+                           allow_soft_placement=False)
+  if FLAGS.intra_threads is not None:
+    config.intra_op_parallelism_threads = FLAGS.intra_threads
+  if FLAGS.inter_threads is not None:
+    config.inter_op_parallelism_threads = FLAGS.inter_threads
+  return config
 
 
 def dump_oracle(sess, saver, g, x, y, batch_size, dump_dir):
