@@ -8,6 +8,7 @@ TensorFlow runtime starts, which is why `ensure_logical_cpus` exists and why
 """
 
 import contextlib
+import os
 import re
 import threading
 from typing import Dict, Optional, Sequence, Union
@@ -80,6 +81,7 @@ def ensure_logical_cpus(count: int) -> None:
   try:
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
+    match_threads_to_devices(count)
     return
   except RuntimeError:
     pass  # The runtime is already initialised; see what it has.
@@ -89,6 +91,36 @@ def ensure_logical_cpus(count: int) -> None:
         f'{count} logical CPU devices are needed but TensorFlow already '
         f'started with {len(existing)} ({_names(existing)}); call '
         f'tf_mp.ensure_logical_cpus({count}) before any tensor is created')
+
+
+THREADS_ENV = 'TF_MP_CPU_THREADS'
+
+
+def match_threads_to_devices(count: int) -> None:
+  """One intra-op thread per op and `count` inter-op threads, for logical CPUs.
+
+  The sub-models on logical CPU devices are small ops that run side by side:
+  per-op dispatch, not arithmetic, bounds a step. With TensorFlow's default
+  pools every op may split over all cores and the three devices' ops queue
+  for them; one thread per op, and one inter-op thread per device, lets each
+  device's ops run on their own thread (docs/benchmarks.md measures the gain
+  with `tools/bench_tutorial.py`). Does nothing when GPUs exist, when the
+  pools were already configured, before the runtime cannot be configured
+  any more, or with `TF_MP_CPU_THREADS=tensorflow` in the environment.
+  """
+  if os.environ.get(THREADS_ENV, 'auto').strip().lower() == 'tensorflow':
+    return
+  if tf.config.list_physical_devices('GPU'):
+    return
+  threading_config = tf.config.threading
+  if (threading_config.get_intra_op_parallelism_threads() or
+      threading_config.get_inter_op_parallelism_threads()):
+    return  # The user's own choice.
+  try:
+    threading_config.set_intra_op_parallelism_threads(1)
+    threading_config.set_inter_op_parallelism_threads(max(2, count))
+  except RuntimeError:
+    pass  # The runtime has started: its pools are fixed.
 
 
 def available_devices() -> list:

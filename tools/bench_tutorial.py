@@ -1,13 +1,22 @@
 """Times the tutorial port against the document's TF1 program, side by side in one run.
 
-Both train the same configuration on the same batches for --steps steps on
-three logical CPU devices, each in its own process, alternating which goes
-first, --repeats times. Prints the median training-loop time, the whole
-process's wall time, steps per second, peak resident memory, and the ratios
-TF1 / port.
+All train the same configuration on the same batches for --steps steps on
+three logical CPU devices, each in its own process, in interleaved rounds
+(the order rotates), --repeats times. Four contenders:
 
-  python tools/bench_tutorial.py                  # 10000 steps, 3 repeats
-  python tools/bench_tutorial.py --steps 2000 --repeats 1
+  port            examples/tutorial.py as `make tutorial` runs it
+  port_tf_pools   the same with TensorFlow's default thread pools
+                  (TF_MP_CPU_THREADS=tensorflow): what the pools buy
+  tf1             the document's TF1 program as written (default session)
+  tf1_same_pools  the same program given the port's pools (intra-op 1,
+                  inter-op 3): an engine-for-engine comparison
+
+Reports medians of the training-loop time, the whole process's wall time,
+the time from process start to the first `Step: 0` line, peak resident
+memory, and the ratios against the port.
+
+  .venv/bin/python tools/bench_tutorial.py                  # 10000 steps, 3 repeats
+  .venv/bin/python tools/bench_tutorial.py --steps 2000 --repeats 1
 """
 
 import json
@@ -31,51 +40,71 @@ flags.DEFINE_integer('repeats', 3, 'Runs of each program (medians are reported).
                      lower_bound=1)
 
 
-def run_port(steps):
+def run_port(steps, **env):
   run = benchlib.run_process([sys.executable, PORT, '--steps', str(steps),
-                              '--devices', 'cpu:0,cpu:1,cpu:2'])
+                              '--devices', 'cpu:0,cpu:1,cpu:2'],
+                             env=benchlib.quiet_env(**env), first_line='Step: 0 ')
   match = re.search(r'^Done: (\d+) steps, final loss (\S+), ([\d.]+) steps/s$',
                     run['stdout'], re.MULTILINE)
   return dict(train_seconds=int(match.group(1)) / float(match.group(3)),
-              wall_seconds=run['wall_seconds'], peak_rss_mb=run['peak_rss_mb'],
-              final_loss=float(match.group(2)))
+              wall_seconds=run['wall_seconds'], first_seconds=run['first_line_seconds'],
+              peak_rss_mb=run['peak_rss_mb'], final_loss=float(match.group(2)))
 
 
-def run_tf1(steps):
+def run_tf1(steps, *pools):
   with tempfile.TemporaryDirectory() as tmp:
     report = os.path.join(tmp, 'tf1.json')
     run = benchlib.run_process([sys.executable, TF1, '--steps', str(steps), '--num_devices',
-                                '3', '--quiet', '--report_json', report])
+                                '3', '--report_json', report, *pools],
+                               first_line='Step: 0 ')
     with open(report) as f:
       measured = json.load(f)
   return dict(train_seconds=measured['train_seconds'], wall_seconds=run['wall_seconds'],
-              peak_rss_mb=run['peak_rss_mb'], final_loss=measured['final_loss'])
+              first_seconds=run['first_line_seconds'], peak_rss_mb=run['peak_rss_mb'],
+              final_loss=measured['final_loss'])
+
+
+CONTENDERS = {
+    'port': ('tf_mp port (TF2)', lambda steps: run_port(steps)),
+    'port_tf_pools': ("port, TensorFlow's default pools",
+                      lambda steps: run_port(steps, TF_MP_CPU_THREADS='tensorflow')),
+    'tf1': ('document TF1, as written', lambda steps: run_tf1(steps)),
+    'tf1_same_pools': ("document TF1, the port's pools",
+                       lambda steps: run_tf1(steps, '--intra_threads', '1',
+                                             '--inter_threads', '3')),
+}
 
 
 def main(argv):
   del argv
   results = benchlib.interleaved(
-      {'port': lambda: run_port(FLAGS.steps), 'tf1': lambda: run_tf1(FLAGS.steps)},
+      {name: (lambda run=run: run(FLAGS.steps)) for name, (_, run) in CONTENDERS.items()},
       FLAGS.repeats,
       on_result=lambda i, name, r: print(
           f'  run {i + 1} {name}: {r["train_seconds"]:.2f} s training, '
-          f'{r["wall_seconds"]:.2f} s wall', flush=True))
+          f'{r["wall_seconds"]:.2f} s wall, first line at {r["first_seconds"]:.2f} s',
+          flush=True))
 
   def median(name, key):
     return benchlib.median([r[key] for r in results[name]])
 
   print(f'\n{FLAGS.steps} steps, batch 64, three logical CPU devices, '
         f'median of {FLAGS.repeats}:')
-  rows = [('program', 'training s', 'steps/s', 'wall s', 'peak RSS MB', 'final loss')]
-  for label, name in (('tf_mp port (TF2)', 'port'), ('document TF1 (Session.run)', 'tf1')):
+  rows = [('program', 'training s', 'steps/s', 'wall s', 'Step 0 at s', 'peak RSS MB',
+           'final loss', 'training x', 'wall x')]
+  for name, (label, _) in CONTENDERS.items():
     train = median(name, 'train_seconds')
     rows.append((label, f'{train:.2f}', f'{FLAGS.steps / train:.0f}',
-                 f'{median(name, "wall_seconds"):.2f}', f'{median(name, "peak_rss_mb"):.0f}',
-                 f'{median(name, "final_loss"):.3g}'))
+                 f'{median(name, "wall_seconds"):.2f}', f'{median(name, "first_seconds"):.2f}',
+                 f'{median(name, "peak_rss_mb"):.0f}', f'{median(name, "final_loss"):.3g}',
+                 f'{train / median("port", "train_seconds"):.2f}',
+                 f'{median(name, "wall_seconds") / median("port", "wall_seconds"):.2f}'))
   print(benchlib.text_table(rows))
-  print(f'speed-up of the port, training loop: '
-        f'{median("tf1", "train_seconds") / median("port", "train_seconds"):.2f}x; '
-        f'whole process: {median("tf1", "wall_seconds") / median("port", "wall_seconds"):.2f}x')
+  print('(training x, wall x: time / the port\'s; above 1 means the port is faster)')
+  print(f'port against the document as written: training loop '
+        f'{median("tf1", "train_seconds") / median("port", "train_seconds"):.2f}x, '
+        f'whole process {median("tf1", "wall_seconds") / median("port", "wall_seconds"):.2f}x, '
+        f'first Step line {median("port", "first_seconds") - median("tf1", "first_seconds"):+.2f} s')
 
 
 if __name__ == '__main__':
