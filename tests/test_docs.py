@@ -153,6 +153,15 @@ def test_there_are_blocks_to_run():
   assert len({b[0] for b in runnable}) >= 5, [b[:2] for b in BLOCKS]
 
 
+def test_every_python_fence_is_found():
+  """An indented or oddly closed ```python block would otherwise go untested."""
+  for path in doc_files():
+    with open(path, encoding='utf-8') as f:
+      opened = len(re.findall(r'```(?:python|py)\b', f.read()))
+    found = sum(1 for language, _, _ in fenced_blocks(path) if language in ('python', 'py'))
+    assert opened == found, f'{rel(path)}: {opened} python fences, {found} extracted blocks'
+
+
 def test_readme_is_short():
   with open(README, encoding='utf-8') as f:
     lines = f.read().count('\n')
