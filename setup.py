@@ -38,4 +38,5 @@ setuptools.setup(
         'absl-py',
     ],
     extras_require={'test': ['pytest', 'setuptools', 'wheel']},
+    entry_points={'console_scripts': ['tf-mp-tutorial = tf_mp.tutorial:main']},
 )

@@ -11,59 +11,40 @@ short profiler trace.
   python examples/pipeline.py --micro_batches 8 --remat --devices cpu:0,cpu:1,cpu:2
 """
 
-import _startup  # Quiets TensorFlow's start-up lines; imports tf and tf_mp.
-from absl import app
 from absl import flags
 
 import tf_mp
+from tf_mp import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('steps', 10000, 'Training steps, as in the document.')
-flags.DEFINE_integer('log_every', 100, 'Print `Step: N Loss: X` every this many steps.')
-flags.DEFINE_integer('batch_size', 64, 'Examples per step (a multiple of --micro_batches).')
-flags.DEFINE_integer('micro_batches', 4, 'Micro-batches per batch (GPipe\'s M).')
-flags.DEFINE_bool('remat', False, 'Recompute each stage\'s activations in the backward pass.')
-flags.DEFINE_float('learning_rate', 0.001, 'Adam learning rate.')
-flags.DEFINE_string('devices', 'auto',
-                    'One device per stage, e.g. "cpu:0,cpu:1,cpu:2"; fewer are '
-                    'used round-robin; "auto" uses the GPUs, else three logical '
-                    'CPU devices.')
-flags.DEFINE_integer('seed', 0, 'Seed of the synthetic data and the initial weights.')
-flags.DEFINE_string('data', None,
-                    'A .npz with x [n, 128] float32 and y [n] integer labels in '
-                    '[0, 10); default: the synthetic teacher task.')
-flags.DEFINE_integer('report_steps', 3,
-                     'Steps traced for the per-device time report; 0 skips the '
-                     'balance and time reports.')
-flags.DEFINE_bool('verbose', False, "Show TensorFlow's own start-up messages.")
+cli.define_training_flags(steps=10000, batch_size=64, log_every=100,
+                          steps_help='Training steps, as in the document.',
+                          batch_help='Examples per step (a multiple of --micro_batches).')
+cli.define_devices('One device per stage, e.g. "cpu:0,cpu:1,cpu:2"; fewer are used '
+                   'round-robin; "auto" uses the GPUs, else three logical CPU devices.')
+cli.define_data()
+flags.DEFINE_integer('micro_batches', 4, "Micro-batches per batch (GPipe's M).", lower_bound=1)
+flags.DEFINE_bool('remat', False, "Recompute each stage's activations in the backward pass.")
+flags.DEFINE_integer('report_steps', 3, 'Steps traced for the per-device time report; 0 '
+                     'skips the balance and time reports.', lower_bound=0)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv
   config = tf_mp.pipeline.PipelineConfig(seed=FLAGS.seed)
+  cli.check_device_count(FLAGS.devices, len(config.stages), 'stages')
   devices = tf_mp.resolve_devices(FLAGS.devices, len(config.stages))  # Before any tensor.
-  if FLAGS.report_steps < 0:
-    raise tf_mp.TfMpError(f'--report_steps must be >= 0, got {FLAGS.report_steps}')
-  if FLAGS.data:
-    x, y = tf_mp.load_npz(FLAGS.data)
-  else:
-    x, y = tf_mp.synthetic_data(FLAGS.seed)
-
-  pipeline = tf_mp.pipeline.build_pipeline(devices, config,
-                                  num_micro_batches=FLAGS.micro_batches,
+  x, y = cli.load_data()
+  pipeline = tf_mp.pipeline.build_pipeline(devices, config, num_micro_batches=FLAGS.micro_batches,
                                   remat=FLAGS.remat)
   pipeline.check_batch_size(FLAGS.batch_size)  # Before anything is traced.
   trainer = tf_mp.Trainer(pipeline, FLAGS.learning_rate)
   print(tf_mp.reports.pipeline_placement(pipeline, trainer), end='\n\n', flush=True)
-
-  def on_log(step, loss_value):
-    print('Step:', step, 'Loss:', loss_value, flush=True)
-
-  result = trainer.fit(x, y, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
-                       log_every=FLAGS.log_every, on_log=on_log)
-  print(f'Done: {result.steps} steps, final loss {result.final_loss:.6g}, '
-        f'{result.steps_per_second:.1f} steps/s', flush=True)
+  with cli.stop_on_signals(trainer) as stop:
+    result = trainer.fit(x, y, steps=FLAGS.steps, batch_size=FLAGS.batch_size,
+                         log_every=FLAGS.log_every, on_log=cli.StepLogger(),
+                         should_stop=stop.requested)
+  print(cli.done_line(result), flush=True)
   if FLAGS.report_steps:
     print()
     print(tf_mp.reports.balance_report(pipeline, batch_size=FLAGS.batch_size), end='\n\n')
@@ -72,4 +53,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  _startup.run(main)
+  cli.run(main, __doc__)

@@ -1,6 +1,6 @@
 """The port against the document's program run as TF1 code: numbers, placement, and the oracle's teeth.
 
-One run of `tests/reference/tf1_program.py` (a subprocess: graph mode is
+One run of `tools/reference/tf1_program.py` (a subprocess: graph mode is
 process-global) on fresh random data records the initial checkpoint, logits,
 gradients, one Adam step and 200 losses; every test compares the port, loaded
 from that checkpoint with `tf_mp.compat.v1.load_tf1_checkpoint`, against that record.
@@ -22,8 +22,8 @@ import tensorflow as tf
 import tf_mp
 from testing import draw_seed
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                'reference'))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'tools', 'reference'))
 import tf1_oracle  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

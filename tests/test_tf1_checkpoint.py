@@ -16,8 +16,8 @@ from testing import draw_seed
 from tf_mp.adam import variable_name
 
 DEVICES = ['cpu:0', 'cpu:1', 'cpu:2']
-PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'reference',
-                       'tf1_program.py')
+PROGRAM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       'tools', 'reference', 'tf1_program.py')
 
 
 

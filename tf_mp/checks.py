@@ -13,7 +13,7 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
   Raises:
     TfMpError: naming `name`, the value and what was expected.
   """
-  if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or
       value < minimum):
     expected = 'a positive integer' if minimum == 1 else f'an integer >= {minimum}'
     raise TfMpError(f'{name} must be {expected}, got {value!r}')
@@ -30,3 +30,15 @@ def finite_number(name: str, value, minimum: float = 0.0) -> float:
       not np.isfinite(value) or value < minimum):
     raise TfMpError(f'{name} must be a finite number >= {minimum:g}, got {value!r}')
   return float(value)
+
+
+def non_negative_int(name: str, value) -> int:
+  """Returns `value` as an int; TfMpError unless it is an integer >= 0 (not a bool)."""
+  return positive_int(name, value, minimum=0)
+
+
+def integer(name: str, value) -> int:
+  """Returns `value` as an int; TfMpError unless it is an integer (not a bool)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise TfMpError(f'{name} must be an integer, got {value!r}')
+  return int(value)

@@ -5,6 +5,7 @@ that resumes at step s sees exactly the batches an uninterrupted run would, and
 the TF1 reference program can feed the very same rows.
 """
 
+import hashlib
 import os
 import zipfile
 from typing import Tuple
@@ -12,6 +13,7 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 
+from tf_mp.checks import non_negative_int, positive_int
 from tf_mp.errors import TfMpError
 
 SYNTHETIC_EXAMPLES = 4096
@@ -27,7 +29,15 @@ def synthetic_data(seed: int = 0,
     `x` float32 `[num_examples, input_units]` (standard normal) and `y` int32
     `[num_examples]`, `y = argmax(x @ teacher)` with a standard-normal teacher
     `[input_units, num_classes]`; both determined by `seed`.
+
+  Raises:
+    TfMpError: `seed` is not an integer >= 0, or a size is not a positive
+      integer.
   """
+  seed = non_negative_int('seed', seed)
+  num_examples = positive_int('num_examples', num_examples)
+  input_units = positive_int('input_units', input_units)
+  num_classes = positive_int('num_classes', num_classes)
   rng = np.random.default_rng(seed)
   x = rng.standard_normal((num_examples, input_units)).astype(np.float32)
   teacher = rng.standard_normal((input_units, num_classes)).astype(np.float32)
@@ -44,8 +54,8 @@ def check_arrays(x, y, source: str, input_units: int = 128,
       expected: `x` must be finite floats `[n, input_units]`, `y` integers
       `[n]` in [0, num_classes).
   """
-  x = np.asarray(x)
-  y = np.asarray(y)
+  x = _as_array(x, 'x', source)
+  y = _as_array(y, 'y', source)
   if x.ndim != 2 or x.shape[1] != input_units or x.shape[0] < 1:
     raise TfMpError(f"{source}: 'x' has shape {list(x.shape)}; expected "
                     f'[n, {input_units}] with n >= 1')
@@ -70,6 +80,29 @@ def check_arrays(x, y, source: str, input_units: int = 128,
   return x.astype(np.float32, copy=False), y.astype(np.int32, copy=False)
 
 
+def _as_array(value, name: str, source: str) -> np.ndarray:
+  """`np.asarray(value)`; TfMpError for ragged lists and other non-arrays."""
+  try:
+    return np.asarray(value)
+  except (ValueError, TypeError) as e:
+    raise TfMpError(f'{source}: {name!r} is not a rectangular array of '
+                    f'numbers ({type(e).__name__}: rows of different lengths or '
+                    'mixed types); expected equal-length rows') from None
+
+
+def data_identity(x, y) -> str:
+  """A short fingerprint of a data set (SHA-256 of shapes, dtypes and bytes).
+
+  For the run settings of `tf_mp.TrainingCheckpoints`: resuming on other data
+  is refused even when the file name is the same.
+  """
+  digest = hashlib.sha256()
+  for array in (np.ascontiguousarray(x), np.ascontiguousarray(y)):
+    digest.update(f'{array.dtype.str}{array.shape}'.encode())
+    digest.update(array.tobytes())
+  return digest.hexdigest()[:16]
+
+
 def load_npz(path: str, input_units: int = 128,
              num_classes: int = 10) -> Tuple[np.ndarray, np.ndarray]:
   """Loads and checks a `.npz` with `x` float32 `[n, 128]` and `y` integer `[n]`.
@@ -78,9 +111,21 @@ def load_npz(path: str, input_units: int = 128,
     TfMpError: the file is missing, not a readable `.npz`, lacks `x` or `y`,
       or fails `check_arrays`.
   """
+  expected = f"expected a .npz with 'x' [n, {input_units}] float32 and 'y' [n] integer"
+  if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+    raise TfMpError(f'data file {path!r} is not a path; {expected}')
+  if os.path.isdir(path):
+    raise TfMpError(f'data file {path!r} is a directory; {expected}')
   if not os.path.isfile(path):
-    raise TfMpError(f'data file {path!r} does not exist; expected a .npz with '
-                    f"'x' [n, {input_units}] float32 and 'y' [n] integer")
+    raise TfMpError(f'data file {path!r} does not exist; {expected}')
+  try:
+    # np.load would take a .npy, or suggest allow_pickle for any other file.
+    is_zip = zipfile.is_zipfile(path)
+  except OSError as e:
+    raise TfMpError(f'data file {path!r} cannot be read ({e.strerror})') from None
+  if not is_zip:
+    raise TfMpError(f'data file {path!r} is not a readable .npz archive (not a zip '
+                    f'file, as np.savez writes); {expected}')
   try:
     with np.load(path, allow_pickle=False) as archive:
       missing = [k for k in ('x', 'y') if k not in archive.files]
@@ -99,6 +144,9 @@ def load_npz(path: str, input_units: int = 128,
 
 def batch_indices(step: int, batch_size: int, num_examples: int) -> np.ndarray:
   """Rows used at `step`: `(step * batch_size + arange(batch_size)) % num_examples`."""
+  non_negative_int('step', step)
+  positive_int('batch_size', batch_size)
+  positive_int('num_examples', num_examples)
   return (step * batch_size + np.arange(batch_size)) % num_examples
 
 

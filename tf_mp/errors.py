@@ -3,8 +3,6 @@
 import re
 from typing import Optional
 
-import tensorflow as tf
-
 
 class TfMpError(ValueError):
   """A bad input: a shape, a device name, a data file, a flag value, a checkpoint.
@@ -23,11 +21,6 @@ class TrainingDivergedError(TfMpError):
         'nothing was written after that step')
     self.step = step
     self.loss = loss
-
-
-# What a collective raises when a peer died or stopped answering.
-COLLECTIVE_FAILURES = (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
-                       tf.errors.CancelledError, tf.errors.AbortedError)
 
 
 class WorkerLostError(TfMpError):

@@ -7,18 +7,41 @@ import tempfile
 import tensorflow as tf
 
 from tf_mp.errors import TfMpError
+from tf_mp.files import check_path, check_writable_dir
 
 
-def check_export_dir(export_dir: str) -> None:
-  """Raises TfMpError if `export_dir` exists and is not empty, so nothing is overwritten."""
-  if os.path.exists(export_dir) and (not os.path.isdir(export_dir) or
-                                     os.listdir(export_dir)):
+def check_export_dir(export_dir: str) -> str:
+  """Checks, before training, that a SavedModel can be written to `export_dir`.
+
+  `export_dir` must not exist, or be an empty directory, so nothing is
+  overwritten. Its parent is created when missing, and must be writable: the
+  export is written beside `export_dir` and renamed into place.
+
+  Returns:
+    `export_dir` as an absolute path.
+
+  Raises:
+    TfMpError: `export_dir` is not a path, is a file, is a directory that is
+      not empty, or its parent cannot be created or written.
+  """
+  path = check_path(export_dir, 'export directory')
+  if os.path.isdir(path) and os.listdir(path):
     raise TfMpError(f'export directory {export_dir!r} already exists and is not '
                     'empty; choose a new path (nothing is overwritten)')
-  parent = os.path.dirname(os.path.abspath(export_dir))
-  if not os.path.isdir(parent):
-    raise TfMpError(f'export directory {export_dir!r}: parent {parent!r} does not '
-                    'exist')
+  if os.path.lexists(path) and not os.path.isdir(path):
+    raise TfMpError(f'export directory {export_dir!r} is a file; expected a new '
+                    'path or an empty directory (nothing is overwritten)')
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  if parent == path:
+    raise TfMpError(f'export directory {export_dir!r} is the root directory; '
+                    'expected a new path inside a writable directory')
+  try:
+    check_writable_dir(parent, 'directory')
+  except TfMpError as e:
+    raise TfMpError(f'export directory {export_dir!r} cannot be written: '
+                    f'{e}') from None
+  return path
 
 
 def export_saved_model(model: tf.Module, export_dir: str) -> str:
@@ -33,24 +56,36 @@ def export_saved_model(model: tf.Module, export_dir: str) -> str:
     The absolute path of the SavedModel.
 
   Raises:
-    TfMpError: `export_dir` exists and is not empty.
+    TfMpError: `model` is not a tf_mp model, `export_dir` fails
+      `check_export_dir`, or the SavedModel cannot be written (a full disk):
+      nothing is left at `export_dir` then.
   """
-  check_export_dir(export_dir)
-  export_dir = os.path.abspath(export_dir)
-  spec = tf.TensorSpec([None, model.config.input_units], tf.float32,
-                       name='features')
+  config = getattr(model, 'config', None)
+  if not isinstance(model, tf.Module) or not hasattr(config, 'input_units'):
+    raise TfMpError(f'cannot export {type(model).__name__}; expected a model '
+                    'from tf_mp.build_model (a tf.Module with a config)')
+  export_dir = check_export_dir(export_dir)
+  spec = tf.TensorSpec([None, config.input_units], tf.float32, name='features')
 
   @tf.function(input_signature=[spec])
   def serve(features):
     return {'logits': model(features)}
 
-  staging = tempfile.mkdtemp(prefix='.export-', dir=os.path.dirname(export_dir))
+  staging = None
   try:
+    staging = tempfile.mkdtemp(prefix='.export-', dir=os.path.dirname(export_dir))
     tf.saved_model.save(model, staging, signatures={'serving_default': serve})
     if os.path.isdir(export_dir):
       os.rmdir(export_dir)  # Empty, checked above.
     os.replace(staging, export_dir)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
+    staging = None
+  except (tf.errors.OpError, OSError) as e:
+    text = str(getattr(e, 'message', None) or e).strip()
+    reason = text.splitlines()[0][:200] if text else ''
+    raise TfMpError(f'cannot write the SavedModel to {export_dir!r} '
+                    f'({type(e).__name__}: {reason}); nothing was left '
+                    'there') from None
+  finally:
+    if staging is not None:
+      shutil.rmtree(staging, ignore_errors=True)
   return export_dir

@@ -9,6 +9,7 @@ from tf_mp.checks import positive_int
 from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
 from tf_mp.devices import DeviceSpec, resolve_devices
+from tf_mp.checks import integer, positive_int
 from tf_mp.errors import TfMpError
 from tf_mp.ops import concat as concat_ops
 from tf_mp.sub_models import SubModel, check_features
@@ -21,8 +22,8 @@ class SubModelConfig:
   output_units: int = 64
 
   def __post_init__(self):
-    positive_int('hidden_units', self.hidden_units)
-    positive_int('output_units', self.output_units)
+    positive_int('SubModelConfig.hidden_units', self.hidden_units)
+    positive_int('SubModelConfig.output_units', self.output_units)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,21 +50,21 @@ class ModelConfig:
   concat: str = 'tf'
 
   def __post_init__(self):
-    """Checks every field once, when the config is made.
-
-    Raises:
-      TfMpError: a width or count is not a positive integer, there are no
-        sub-models, the seed is not an integer >= 0, or concat is unknown.
-    """
-    positive_int('input_units', self.input_units)
-    positive_int('num_classes', self.num_classes)
-    positive_int('seed', self.seed, minimum=0)
-    if not isinstance(self.sub_models, tuple) or not self.sub_models or not all(
-        isinstance(s, SubModelConfig) for s in self.sub_models):
-      raise TfMpError(f'sub_models {self.sub_models!r} is not a non-empty tuple of '
-                      'SubModelConfig; expected e.g. (SubModelConfig(),) * 3')
+    """Checks every field at creation: one TfMpError line naming it."""
+    positive_int('ModelConfig.input_units', self.input_units)
+    positive_int('ModelConfig.num_classes', self.num_classes)
+    integer('ModelConfig.seed', self.seed)
+    subs = self.sub_models
+    if not isinstance(subs, (tuple, list)) or not all(
+        isinstance(s, SubModelConfig) for s in subs):
+      raise TfMpError(f'ModelConfig.sub_models must be a sequence of '
+                      f'SubModelConfig, got {subs!r}')
+    if not subs:
+      raise TfMpError('config.sub_models is empty; expected at least one sub-model')
+    object.__setattr__(self, 'sub_models', tuple(subs))  # frozen: hashable
     if self.concat not in concat_ops.PATHS:
-      raise TfMpError(f'concat {self.concat!r} is not one of "auto", "custom", "tf"')
+      raise TfMpError(f'ModelConfig.concat must be "auto", "custom" or "tf", got '
+                      f'{self.concat!r}')
 
   @property
   def concat_units(self) -> int:
@@ -143,7 +144,14 @@ def build_model(devices: DeviceSpec = None,
     TfMpError: a device does not exist, the config is invalid, or concat is
       'custom' and the custom op is not usable.
   """
-  config = config or ModelConfig()
+  if config is None:
+    config = ModelConfig()
+  if not isinstance(config, ModelConfig):
+    raise TfMpError(f'config must be a tf_mp.ModelConfig, got {config!r}')
+  if devices is not None and not isinstance(devices, (str, list, tuple)):
+    raise TfMpError(f'devices {devices!r} is not a device list; expected e.g. '
+                    '"cpu:0,cpu:1,cpu:2", ["gpu:0", "gpu:1", "gpu:2"], "auto" '
+                    'or None')
   if concat is not None:
     config = dataclasses.replace(config, concat=concat)
   if config.concat == 'custom':

@@ -21,8 +21,9 @@ from tf_mp.adam import Adam
 from tf_mp.checks import positive_int
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.devices import device_scope
-from tf_mp.errors import (COLLECTIVE_FAILURES, TfMpError, TrainingDivergedError,
-                          WorkerLostError)
+from tf_mp.distribute.strategies import COLLECTIVE_FAILURES
+from tf_mp.errors import TfMpError, TrainingDivergedError, WorkerLostError
+from tf_mp.memory import check_batch_fits
 
 
 def sparse_softmax_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
@@ -314,7 +315,8 @@ class Trainer:
           log_every: int = 100,
           on_log: Optional[Callable[[int, np.float32], None]] = None,
           checkpoint_every: Optional[int] = None,
-          on_checkpoint: Optional[Callable[[int], None]] = None) -> TrainResult:
+          on_checkpoint: Optional[Callable[[int], None]] = None,
+          should_stop: Optional[Callable[[], bool]] = None) -> TrainResult:
     """Trains from `self.step` up to `steps`, many steps per `tf.function` call.
 
     Step s uses rows `tf_mp.batch_indices(s, batch_size, len(x))`. The loss of
@@ -332,6 +334,9 @@ class Trainer:
       checkpoint_every: with `on_checkpoint`, call `on_checkpoint(n)` each time
         `self.step` reaches a multiple `n` of it, and at the end.
       on_checkpoint: e.g. `tf_mp.TrainingCheckpoints.save`.
+      should_stop: asked after each `tf.function` call (a step boundary, at
+        most `log_every` steps apart); True ends training there, after the
+        checkpoint of that boundary if one was due (e.g. a signal handler's flag).
 
     Returns:
       A `TrainResult`.
@@ -348,6 +353,7 @@ class Trainer:
       checkpoint_every = positive_int('checkpoint_every', checkpoint_every)
     x, y = self.check_data(x, y, 'training data')
     self._check_batch_size(batch_size)
+    check_batch_fits(self.model, x, batch_size)
     x, y = tf.constant(x), tf.constant(y)
     first = current = int(self.step.numpy())
     if first >= steps:
@@ -380,7 +386,9 @@ class Trainer:
       if on_checkpoint is not None and checkpoint_every and (
           current % checkpoint_every == 0 or current == steps):
         on_checkpoint(current)
-    return TrainResult(first, steps - 1, float(loss), logged,
+      if should_stop is not None and current < steps and should_stop():
+        break
+    return TrainResult(first, current - 1, float(loss), logged,
                        time.perf_counter() - start)
 
 

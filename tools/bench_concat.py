@@ -12,17 +12,14 @@ bandwidth reference, not a concat. `custom/tf` is the median over the repeats
 of the throughput ratio within a repeat: the two were timed moments apart, so
 load from other processes on a busy machine largely cancels out.
 
-  make ops && python tools/bench_concat.py
+  .venv/bin/python -m tf_mp.ops.build && .venv/bin/python tools/bench_concat.py
   python tools/bench_concat.py --repeats 5 --min_time 0.01
 """
 
 import os
-import statistics
-import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-
-from absl import app  # pylint: disable=g-import-not-at-top
+import benchlib  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow)
+from absl import app
 from absl import flags
 import numpy as np
 import tensorflow as tf
@@ -30,28 +27,12 @@ import tensorflow as tf
 from tf_mp.ops import concat as concat_lib
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('repeats', 31, 'Timings per contender and size.')
+flags.DEFINE_integer('repeats', 31, 'Timings per contender and size.', lower_bound=1)
 flags.DEFINE_float('min_time', 0.01, 'Seconds each timing lasts at least.')
 flags.DEFINE_integer('seed', 0, 'Seed of the input values.')
 
 SHAPES = ((64, 64), (128, 128), (256, 256), (512, 256), (512, 512),
           (1024, 512), (1024, 1024), (2048, 1024), (4096, 1024))
-
-
-def seconds_per_call(fn, calls: int) -> float:
-  start = time.perf_counter()
-  for _ in range(calls):
-    fn()
-  return (time.perf_counter() - start) / calls
-
-
-def calibrate(fn) -> int:
-  """Calls per timing so that one timing lasts about --min_time."""
-  fn()
-  calls = 1
-  while seconds_per_call(fn, calls) * calls < FLAGS.min_time:
-    calls *= 2
-  return calls
 
 
 def main(argv):
@@ -63,9 +44,8 @@ def main(argv):
         f'threads {tf.config.threading.get_intra_op_parallelism_threads()} '
         '(0 = one per core); medians of '
         f'{FLAGS.repeats} timings of >= {FLAGS.min_time * 1000:.0f} ms')
-  header = (f'{"inputs (3 x)":>13} {"out MiB":>8} {"custom GB/s":>12} '
-            f'{"tf.concat GB/s":>15} {"numpy copy GB/s":>16} {"custom/tf":>10}')
-  print(header)
+  table = [('inputs (3 x)', 'out MiB', 'custom GB/s', 'tf.concat GB/s', 'numpy copy GB/s',
+            'custom/tf')]
   with tf.device('/device:CPU:0'):
     for rows, cols in SHAPES:
       values = [tf.constant(rng.normal(size=(rows, cols)), tf.float32)
@@ -80,20 +60,18 @@ def main(argv):
       }
       if not np.array_equal(contenders['custom'](), contenders['tf']()):
         raise SystemExit(f'custom op and tf.concat differ at {rows}x{cols}')
-      calls = {name: calibrate(fn) for name, fn in contenders.items()}
-      timings = {name: [] for name in contenders}
-      names = list(contenders)
-      for repeat in range(FLAGS.repeats):
-        # Rotate who goes first: no contender always follows the same one.
-        for name in names[repeat % 3:] + names[:repeat % 3]:
-          timings[name].append(seconds_per_call(contenders[name], calls[name]))
-      rate = {name: 2 * out_bytes / statistics.median(t) / 1e9
+      calls = {name: benchlib.calibrate(fn, FLAGS.min_time)
+               for name, fn in contenders.items()}
+      timings = benchlib.interleaved(
+          {name: (lambda fn=fn, n=calls[name]: benchlib.seconds_per_call(fn, n))
+           for name, fn in contenders.items()}, FLAGS.repeats)
+      rate = {name: 2 * out_bytes / benchlib.median(t) / 1e9
               for name, t in timings.items()}
-      ratio = statistics.median(
-          t / c for t, c in zip(timings['tf'], timings['custom']))
-      print(f'{f"{rows}x{cols}":>13} {out_bytes / 2**20:>8.2f} '
-            f'{rate["custom"]:>12.2f} {rate["tf"]:>15.2f} '
-            f'{rate["numpy"]:>16.2f} {ratio:>10.2f}')
+      ratio = benchlib.median_ratio(timings['tf'], timings['custom'])
+      table.append((f'{rows}x{cols}', f'{out_bytes / 2**20:.2f}', f'{rate["custom"]:.2f}',
+                    f'{rate["tf"]:.2f}', f'{rate["numpy"]:.2f}', f'{ratio:.2f}'))
+      print(f'  {rows}x{cols} done', flush=True)
+  print(benchlib.text_table(table, right_align_from=0))
 
 
 if __name__ == '__main__':

@@ -18,41 +18,30 @@ device.
       --mlp_units 512                            # the example's default size
 """
 
-import os
-import statistics
-import sys
 import time
 
-# The examples' start-up: quiet TensorFlow, TfMpError as one line.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
-                                'examples'))
-import _startup  # pylint: disable=g-import-not-at-top,wrong-import-position
-from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
 
-import tf_mp  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_mp import lm  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_mp.devices import short_device_name  # pylint: disable=g-import-not-at-top,wrong-import-position
+import benchlib
+from tf_mp import cli
+
+benchlib.enable_cpu_memory_stats()  # The step's peak memory.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('tensor_parallel', '1,2,3', 'The T values to compare.')
-flags.DEFINE_string('devices', 'auto',
-                    '"auto" (the GPUs, else logical CPUs) or a device list used '
-                    'for every T (its first T entries).')
-flags.DEFINE_integer('num_blocks', 4, 'Transformer blocks.')
-flags.DEFINE_integer('d_model', 192, 'Residual width (192 = 6 heads of 32).')
-flags.DEFINE_integer('num_heads', 6, 'Heads; 6 so that T = 2 and T = 3 both divide.')
-flags.DEFINE_integer('mlp_units', 768, 'MLP hidden width (4 * d_model).')
-flags.DEFINE_integer('context', 128, 'Characters per window.')
-flags.DEFINE_integer('batch_size', 32, 'Windows per step.')
-flags.DEFINE_integer('steps', 10, 'Timed steps per round.')
-flags.DEFINE_integer('rounds', 3, 'Interleaved timing rounds per T.')
-flags.DEFINE_bool('verbose', False, "Show TensorFlow's own start-up messages.")
+cli.define_devices('"auto" (the GPUs, else logical CPUs) or a device list used for every '
+                   'T (its first T entries).')
+cli.define_lm_model_flags(d_model=192, num_heads=6, mlp_units=768,
+                          heads_help='Heads; 6 so that T = 2 and T = 3 both divide.')
+cli.define_batch_size(32, 'Windows per step.')
+cli.define_steps(10, 'Timed steps per round.')
+flags.DEFINE_integer('rounds', 3, 'Interleaved timing rounds per T.', lower_bound=1)
 
 
 def parameters_by_device(model) -> dict:
   """Scalars per device: all variables, and the attention + MLP weights alone."""
+  import numpy as np  # pylint: disable=g-import-not-at-top  (after cli.run's start-up)
+  from tf_mp.devices import short_device_name  # pylint: disable=g-import-not-at-top
   total, split = {}, {}
   for block in model.blocks:
     for layer in (block.attention, block.mlp):
@@ -67,6 +56,10 @@ def parameters_by_device(model) -> dict:
 
 def main(argv):
   del argv
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (after cli.run's start-up)
+  import tf_mp  # pylint: disable=g-import-not-at-top
+  from tf_mp import lm  # pylint: disable=g-import-not-at-top
+  from tf_mp.devices import short_device_name  # pylint: disable=g-import-not-at-top
   try:
     ts = [int(t) for t in FLAGS.tensor_parallel.split(',')]
   except ValueError:
@@ -96,17 +89,19 @@ def main(argv):
     trainer.fit(x, y, steps=3, batch_size=FLAGS.batch_size, log_every=10**9)  # Traces.
     peaks = {short_device_name(d): tf.config.experimental.get_memory_info(d)['peak'] -
                              before[d] for d in memory_devices}
-    runs[t] = dict(trainer=trainer, model=model, peaks=peaks, rates=[],
+    runs[t] = dict(trainer=trainer, model=model, peaks=peaks,
                    params=parameters_by_device(model))
 
   tokens = FLAGS.steps * FLAGS.batch_size * FLAGS.context
-  for _ in range(FLAGS.rounds):
-    for t in ts:
-      trainer = runs[t]['trainer']
-      start = time.perf_counter()
-      trainer.fit(x, y, steps=int(trainer.step.numpy()) + FLAGS.steps,
-                  batch_size=FLAGS.batch_size, log_every=10**9)
-      runs[t]['rates'].append(tokens / (time.perf_counter() - start))
+
+  def tokens_per_second(trainer):
+    start = time.perf_counter()
+    trainer.fit(x, y, steps=int(trainer.step.numpy()) + FLAGS.steps,
+                batch_size=FLAGS.batch_size, log_every=10**9)
+    return tokens / (time.perf_counter() - start)
+
+  rates = benchlib.interleaved(
+      {t: (lambda r=runs[t]: tokens_per_second(r['trainer'])) for t in ts}, FLAGS.rounds)
 
   cpu_shared = all(d.startswith('/device:CPU') for d in memory_devices)
   print(f'Model: {config.num_blocks} blocks, d_model {config.d_model}, '
@@ -115,15 +110,11 @@ def main(argv):
         f'{FLAGS.rounds} interleaved rounds of {FLAGS.steps} steps per T; '
         f'devices {", ".join(short_device_name(d) for d in all_devices)}')
   print()
-  print('| T | tokens/s (median) | vs T=%d | parameters per device (its share of the '
-        'attention+MLP weights) '
-        '| params + Adam slots per device | step peak memory%s |' % (
-            ts[0], ' (one shared CPU allocator)' if cpu_shared else ' per device'))
-  print('|---|---|---|---|---|---|')
-  base = statistics.median(runs[ts[0]]['rates'])
+  rows = []
+  base = benchlib.median(rates[ts[0]])
   for t in ts:
     run = runs[t]
-    rate = statistics.median(run['rates'])
+    rate = benchlib.median(rates[t])
     split_total = sum(run['params']['split'].values())
     per_device = ', '.join(
         f'{d}: {n:,} ({run["params"]["split"].get(d, 0) / split_total:.0%})'
@@ -134,9 +125,12 @@ def main(argv):
       memory = f'{max(run["peaks"].values()) / 2**20:.0f} MiB'
     else:
       memory = ', '.join(f'{d}: {p / 2**20:.0f} MiB' for d, p in sorted(run['peaks'].items()))
-    print(f'| {t} | {rate:,.0f} | {rate / base:.2f}x | {per_device} | {with_adam} '
-          f'| {memory} |')
+    rows.append((t, f'{rate:,.0f}', f'{rate / base:.2f}x', per_device, with_adam, memory))
+  print(benchlib.markdown_table(
+      ('T', 'tokens/s (median)', f'vs T={ts[0]}', 'parameters per device (its share of the '
+       'attention+MLP weights)', 'params + Adam slots per device', 'step peak memory' +
+       (' (one shared CPU allocator)' if cpu_shared else ' per device')), rows))
 
 
 if __name__ == '__main__':
-  _startup.run(main)
+  cli.run(main, __doc__)

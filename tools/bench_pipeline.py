@@ -21,34 +21,36 @@ balanced stages.
 """
 
 import os
-import statistics
 import sys
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+import benchlib  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow)
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-from absl import logging
-import numpy as np
-import tensorflow as tf
+benchlib.enable_cpu_memory_stats()  # The step's peak memory.
 
-import tf_mp
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import tf_mp  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_mp import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('micro_batches', ['1', '2', '4', '8'], 'The values of M to compare.')
-flags.DEFINE_integer('batch_size', 2048, 'Examples per step (a multiple of every M).')
+cli.define_batch_size(2048, 'Examples per step (a multiple of every M).')
 flags.DEFINE_integer('width', 256, 'Width of the input and of every hidden layer.')
 flags.DEFINE_integer('layers_per_stage', 4, 'Dense layers of --width in each stage.')
-flags.DEFINE_string('devices', 'cpu:0,cpu:1,cpu:2', 'One device per stage.')
-flags.DEFINE_integer('steps', 2, 'Timed steps per configuration per round.')
-flags.DEFINE_integer('rounds', 5, 'Interleaved rounds over all configurations.')
+cli.define_devices('One device per stage.', default='cpu:0,cpu:1,cpu:2')
+cli.define_steps(2, 'Timed steps per configuration per round.')
+flags.DEFINE_integer('rounds', 5, 'Interleaved rounds over all configurations.', lower_bound=1)
 flags.DEFINE_integer('trace_steps', 2, 'Profiler-traced steps for the bubble.')
 flags.DEFINE_integer('intra_op_threads', 1,
                      'Threads one op may use (0: TensorFlow\'s default, all cores). '
                      '1 makes each op a single-core job, as if each device had '
                      'its own core, so that overlapping stages can use more cores.')
-flags.DEFINE_integer('seed', 0, 'Seed of the weights and the batch.')
+cli.define_seed('Seed of the weights and the batch.')
 
 
 def _config(width: int, layers: int, stages: int) -> tf_mp.pipeline.PipelineConfig:
@@ -101,11 +103,13 @@ def main(argv):
       pipeline = tf_mp.pipeline.build_pipeline(names, config, num_micro_batches=m, remat=remat)
       trainer = tf_mp.Trainer(pipeline)
       _step_ms(trainer, x, y, 2)  # Trace and warm up.
-      runs[(m, remat)] = {'trainer': trainer, 'pipeline': pipeline, 'times': []}
+      runs[(m, remat)] = {'trainer': trainer, 'pipeline': pipeline}
 
-  for _ in range(FLAGS.rounds):
-    for key, run in runs.items():
-      run['times'] += _step_ms(run['trainer'], x, y, FLAGS.steps)
+  times = benchlib.interleaved(
+      {key: (lambda t=run['trainer']: _step_ms(t, x, y, FLAGS.steps))
+       for key, run in runs.items()}, FLAGS.rounds)
+  for key, run in runs.items():
+    run['times'] = [ms for round_times in times[key] for ms in round_times]
   for key, run in runs.items():
     run['peak'] = _peak_step_bytes(run['trainer'], x, y)
     run['report'] = tf_mp.reports.device_time_report(run['pipeline'], x, y,
@@ -120,18 +124,15 @@ def main(argv):
             'difference', f'floor max(GPipe, 1-{parallel}/K)', 'peak step MiB')
   rows = []
   for (m, remat), run in runs.items():
-    step = statistics.median(run['times'])
-    base = statistics.median(runs[(ms[0], remat)]['times'])
+    step = benchlib.median(run['times'])
+    base = benchlib.median(runs[(ms[0], remat)]['times'])
     report = run['report']
     rows.append((str(m), 'yes' if remat else 'no', f'{step:.1f}', f'{base / step:.2f}x',
                  f'{report.measured_bubble:.3f}', f'{report.theoretical_bubble:.3f}',
                  f'{report.measured_bubble - report.theoretical_bubble:+.3f}',
                  f'{max(report.theoretical_bubble, floor):.3f}',
                  f'{run["peak"] / 2**20:.1f}'))
-  print('| ' + ' | '.join(header) + ' |')
-  print('|' + '|'.join('---' for _ in header) + '|')
-  for row in rows:
-    print('| ' + ' | '.join(row) + ' |')
+  print(benchlib.markdown_table(header, rows))
   print(f'# load average at end {os.getloadavg()[0]:.2f}; `vs M=1` > 1 means faster than M=1')
   for (m, remat), run in runs.items():
     if m == ms[-1] and not remat:

@@ -19,22 +19,22 @@ here, not what it would gain on real accelerators.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+import benchlib  # pylint: disable=g-bad-import-order  (first: quiets TensorFlow)
+from absl import app
+from absl import flags
+from absl import logging
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags  # pylint: disable=g-import-not-at-top
-from absl import logging  # pylint: disable=g-import-not-at-top
+from tf_mp import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('steps', 300, 'Timed steps per strategy.')
+cli.define_steps(300, 'Timed steps per strategy.')
 flags.DEFINE_integer('warmup', 50, 'Untimed steps first (tracing, caches).')
 flags.DEFINE_integer('profile_steps', 20, 'Steps run under the profiler.')
-flags.DEFINE_integer('batch_size', 64, 'Global batch (examples per step).')
+cli.define_batch_size(64, 'Global batch (examples per step).')
 flags.DEFINE_list('strategies', ['none', 'mirrored', 'multi_worker'], 'Which to run.')
 flags.DEFINE_string('child', None, 'Internal: run one strategy and print JSON.')
 
@@ -109,28 +109,16 @@ def parse_result(stdout: str) -> dict:
 
 
 def run_strategy(kind: str) -> dict:
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   if kind != 'multi_worker':
-    done = subprocess.run(child_command(kind), capture_output=True, text=True,
-                          timeout=TIMEOUT_S, env=env, check=False)
-    if done.returncode:
-      raise RuntimeError(f'{kind} failed: {done.stderr[-2000:]}')
-    return parse_result(done.stdout)
-  ports = []
-  sockets = [socket.socket() for _ in range(2)]
-  for s in sockets:
-    s.bind(('127.0.0.1', 0))
-    ports.append(s.getsockname()[1])
-  for s in sockets:
-    s.close()
-  workers = [f'127.0.0.1:{p}' for p in ports]
+    return parse_result(benchlib.run_process(child_command(kind))['stdout'])
+  workers = [f'127.0.0.1:{p}' for p in benchlib.free_ports(2)]
   processes = []
   try:
     for index in range(2):
       config = {'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': index}}
       processes.append(subprocess.Popen(
           child_command(kind), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-          text=True, env=dict(env, TF_CONFIG=json.dumps(config))))
+          text=True, env=benchlib.quiet_env(TF_CONFIG=json.dumps(config))))
     outputs = [p.communicate(timeout=TIMEOUT_S) for p in processes]
     for p, (_, err) in zip(processes, outputs):
       if p.returncode:
@@ -156,16 +144,16 @@ def main(argv):
   print(f'Global batch {FLAGS.batch_size}, {FLAGS.steps} timed steps after '
         f'{FLAGS.warmup} warm-up steps; all-reduce from {FLAGS.profile_steps} '
         'profiled steps.\n')
-  print(f'| strategy | replicas | steps/s | examples/s | vs {results[0]["kind"]} | '
-        'all-reduce ms/step (profiler) | step ms under profiler | all-reduce share |')
-  print('|---|---|---|---|---|---|---|---|')
+  rows = []
   for r in results:
     share = r['allreduce_ms_per_step'] / r['profiled_ms_per_step']
-    print(f'| {r["kind"]} | {r["replicas"]} | {r["steps_per_s"]:.1f} | '
-          f'{r["examples_per_s"]:.0f} | {r["steps_per_s"] / base:.2f}x | '
-          f'{r["allreduce_ms_per_step"]:.2f} | {r["profiled_ms_per_step"]:.2f} | '
-          f'{share:.0%} |')
-
+    rows.append((r['kind'], r['replicas'], f'{r["steps_per_s"]:.1f}',
+                 f'{r["examples_per_s"]:.0f}', f'{r["steps_per_s"] / base:.2f}x',
+                 f'{r["allreduce_ms_per_step"]:.2f}', f'{r["profiled_ms_per_step"]:.2f}',
+                 f'{share:.0%}'))
+  print(benchlib.markdown_table(
+      ('strategy', 'replicas', 'steps/s', 'examples/s', f'vs {results[0]["kind"]}',
+       'all-reduce ms/step (profiler)', 'step ms under profiler', 'all-reduce share'), rows))
 
 if __name__ == '__main__':
   app.run(main)

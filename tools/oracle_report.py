@@ -1,10 +1,10 @@
 """Measures how far tf_mp is from the document's program run as TF1 code.
 
-For each of --runs fresh random data sets, runs `tests/reference/tf1_program.py`
+For each of --runs fresh random data sets, runs `tools/reference/tf1_program.py`
 once (a subprocess) and compares the port, loaded from that program's initial
 checkpoint with `tf_mp.compat.v1.load_tf1_checkpoint`, against it: forward logits,
 per-variable gradients, one Adam step, and per-step losses over --steps Adam
-steps (see `tests/reference/tf1_oracle.py`). Prints the largest difference of
+steps (see `tools/reference/tf1_oracle.py`). Prints the largest difference of
 each check over all runs beside its tolerance, the same for ports that deviate
 on purpose (Keras' epsilon 1e-7, learning rate 0.0011, concat order reversed),
 and where each sub-model's ops run in both programs.
@@ -25,22 +25,23 @@ import numpy as np
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'tests', 'reference'))
+sys.path.insert(0, os.path.join(ROOT, 'tools', 'reference'))
 
+import benchlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tf_mp  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_mp import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_mp.devices import short_device_name  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tf1_oracle  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('runs', 3, 'Fresh random data sets (one TF1 run each).')
-flags.DEFINE_integer('steps', 200, 'Adam steps whose losses are compared.')
+cli.define_steps(200, 'Adam steps whose losses are compared.')
 flags.DEFINE_integer('examples', 1024, 'Rows of each random data set.')
 flags.DEFINE_integer('seed', None, 'Seed of the first data set (default: random); '
                      'run r uses seed + r.')
 flags.DEFINE_bool('deviations', True, 'Also measure the deliberately wrong ports.')
-flags.DEFINE_string('devices', 'cpu:0,cpu:1,cpu:2', 'Devices of the ports\' '
-                    'sub-models (e.g. gpu:0,gpu:1,gpu:2); the TF1 program always '
-                    'uses cpu:0-2.')
+cli.define_devices("Devices of the ports' sub-models (e.g. gpu:0,gpu:1,gpu:2); the TF1 "
+                   'program always uses cpu:0-2.', default='cpu:0,cpu:1,cpu:2')
 
 _CHECKS = {
     'forward': 'forward logits, max abs diff',
@@ -53,9 +54,7 @@ _CHECKS = {
 
 
 def _table(rows) -> str:
-  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-  return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-                   for r in rows)
+  return benchlib.text_table(rows, right_align_from=len(rows[0]))  # All left-aligned.
 
 
 def _indices(counts: dict) -> str:
@@ -64,8 +63,7 @@ def _indices(counts: dict) -> str:
 
 def main(argv):
   del argv
-  for name, value in (('runs', FLAGS.runs), ('steps', FLAGS.steps),
-                      ('examples', FLAGS.examples)):
+  for name, value in (('runs', FLAGS.runs), ('examples', FLAGS.examples)):
     if value < 1:
       raise tf_mp.TfMpError(f'--{name} must be >= 1, got {value}')
   tf_mp.ensure_logical_cpus(3)

@@ -1,7 +1,7 @@
 """TF1 `Saver` checkpoints of the document's program, loaded into and written from tf_mp.
 
 A `tf.compat.v1.train.Saver` checkpoint stores each variable under its graph
-name. The document's program, as transcribed in `tests/reference/tf1_program.py`,
+name. The document's program, as transcribed in `tools/reference/tf1_program.py`,
 names its variables as `build_model` does (`sub_model_k/{hidden,output}/{kernel,
 bias}`, `head/{kernel,bias}`), and `tf_mp.Adam` names its state as TF1's
 `AdamOptimizer` does (`<var>/Adam`, `<var>/Adam_1`, `beta1_power`,
@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tf_mp.adam import variable_name
 from tf_mp.errors import TfMpError
+from tf_mp.files import write_text_atomic
 
 # Entries TF1's AdamOptimizer adds to a checkpoint beside the model variables.
 _OPTIMIZER_SUFFIXES = ('/Adam', '/Adam_1')
@@ -137,7 +138,9 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
       model variables are missing from the checkpoint, the checkpoint has
       variables the model lacks, or shapes or dtypes differ (each listed by
       name and shape, all in one message); or, with `trainer`, the
-      checkpoint has only part of the Adam state. The model and the trainer are then unchanged.
+      checkpoint has only part of the Adam state; or a float value is NaN or
+      Inf, or `global_step` is negative (every such entry named). The model
+      and the trainer are then unchanged.
   """
   prefix = _checkpoint_prefix(path)
   try:
@@ -190,10 +193,31 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
     raise TfMpError(f'TF1 checkpoint {path!r} is corrupt: reading {name!r} failed '
                     f'({type(e).__name__}: {_first_line(e)}). Nothing was '
                     'loaded') from None
+  bad = _bad_values(values)
+  if bad:
+    raise TfMpError(f'TF1 checkpoint {path!r} holds values that cannot be '
+                    f'trained from: {"; ".join(bad)}. Nothing was loaded')
   for name, value in values.items():
     var = targets[name]
     var.assign(tf.constant(value, dtype=var.dtype.base_dtype))
   return sorted(values)
+
+
+def _bad_values(values: Dict[str, np.ndarray]) -> List[str]:
+  """Non-finite floats (a diverged run's weights) and a negative step, by name."""
+  bad = []
+  for name in sorted(values):
+    value = values[name]
+    if name == _STEP_NAME:
+      if value < 0:
+        bad.append(f'{_STEP_NAME} is {int(value)}; expected an integer >= 0')
+    elif np.issubdtype(value.dtype, np.floating):
+      finite = np.isfinite(value)
+      if not finite.all():
+        first = value[~finite].flat[0]
+        bad.append(f'{name} has {int((~finite).sum())} non-finite values '
+                   f'(e.g. {first}); expected finite numbers')
+  return bad
 
 
 def _write_checkpoint_state(prefix: str) -> None:
@@ -207,16 +231,14 @@ def _write_checkpoint_state(prefix: str) -> None:
   state = (f'model_checkpoint_path: {quoted}\n'
            f'all_model_checkpoint_paths: {quoted}\n')
   path = os.path.join(os.path.dirname(prefix), 'checkpoint')
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    f.write(state)
-  os.replace(path + '.tmp', path)
+  write_text_atomic(path, state, 'checkpoint state file')
 
 
 def save_tf1_checkpoint(model: tf.Module, path, trainer=None) -> str:
   """Writes `model` (and `trainer`'s Adam state) as a TF1 `Saver` checkpoint.
 
   The document's TF1 program restores it with `saver.restore(sess, path)`
-  (`tests/reference/tf1_program.py --restore PATH`), and
+  (`tools/reference/tf1_program.py --restore PATH`), and
   `load_tf1_checkpoint` reads it back. With a trainer, `trainer.step` is saved
   as `global_step` (TF1's Saver ignores entries its graph does not have).
 

@@ -35,10 +35,15 @@ import tensorflow as tf
 from tf_mp.devices import (GroupSpec, canonical_device, ensure_logical_cpus,
                            make_cpus_for, parse_device_groups, remapped_devices,
                            resolve_devices, short_device_name, split_device_list)
+from tf_mp.distribute import cluster_security, peer_wait
 from tf_mp.distribute.cluster import ClusterTask, parse_tf_config
 from tf_mp.errors import TfMpError
 
 STRATEGIES = ('none', 'mirrored', 'multi_worker')
+
+# What a collective raises when a peer died or stopped answering.
+COLLECTIVE_FAILURES = (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+                       tf.errors.CancelledError, tf.errors.AbortedError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +137,7 @@ def create_strategy(kind: str = 'none',
                     *,
                     tf_config: Optional[str] = None,
                     collective_timeout: Optional[float] = None,
+                    peer_timeout: Optional[float] = 120,
                     group_size: int = 3) -> StrategyLayout:
   """Creates the strategy and chooses the device groups, before any tensor exists.
 
@@ -144,6 +150,12 @@ def create_strategy(kind: str = 'none',
       environment by the caller).
     collective_timeout: 'multi_worker' only: seconds after which a collective
       waiting for a dead worker fails (None or 0: no limit).
+    peer_timeout: 'multi_worker' only: seconds to wait for the other workers
+      to start before giving up (None or 0: no limit). The worker says on
+      stderr which tasks it waits for once one is missing for 2 seconds;
+      SIGINT/SIGTERM while waiting raise `peer_wait.PeerWaitInterrupted`.
+      Before waiting it writes one line on stderr saying that the gRPC server
+      listens unauthenticated on all interfaces (`cluster_security`).
     group_size: the number of sub-models.
 
   Returns:
@@ -151,7 +163,9 @@ def create_strategy(kind: str = 'none',
 
   Raises:
     TfMpError: an unknown kind, bad devices or groups, a malformed TF_CONFIG, a
-      negative timeout.
+      negative timeout, a busy port of this worker, or a peer that did not
+      start within `peer_timeout`.
+    peer_wait.PeerWaitInterrupted: SIGINT or SIGTERM while waiting for peers.
   """
   kind = check_strategy_name(kind)
   if collective_timeout is not None and (
@@ -178,6 +192,7 @@ def create_strategy(kind: str = 'none',
     strategy = tf.distribute.MirroredStrategy(devices=leads,
                                               cross_device_ops=cross_device_ops)
     return StrategyLayout('mirrored', strategy, tuple(map(tuple, groups)))
+  peer_timeout = peer_wait.check_peer_timeout(peer_timeout)
   task = parse_tf_config(tf_config)
   # Collectives must be configured before the runtime starts, and checking
   # devices starts it: create the logical CPUs, then the strategy, then check.
@@ -192,6 +207,11 @@ def create_strategy(kind: str = 'none',
     first = canonical_device(names[0]) if names else None
   else:
     first = None
+  cluster_security.warn_exposure(task)
+  # The strategy blocks, uninterruptibly, until every task has started: after
+  # the local checks above, wait for the peers here, where a line, a time
+  # limit and signals work (peer_wait.py).
+  remaining = peer_wait.wait_for_peers(task, peer_timeout)
   options = tf.distribute.experimental.CommunicationOptions(
       timeout_seconds=collective_timeout or None)
   # One replica per worker: its lead device is GPU:0 when the group starts
@@ -200,8 +220,9 @@ def create_strategy(kind: str = 'none',
       tf.train.ClusterSpec(task.cluster), task_type=task.task_type,
       task_id=task.task_index, rpc_layer='grpc',
       num_accelerators={'GPU': 1} if first == '/device:GPU:0' else None)
-  strategy = tf.distribute.MultiWorkerMirroredStrategy(
-      cluster_resolver=resolver, communication_options=options)
+  with peer_wait.backstop(remaining):
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=resolver, communication_options=options)
   group = resolve_devices(devices, group_size)
   return StrategyLayout('multi_worker', strategy, (tuple(group),), task,
                         collective_timeout or None)

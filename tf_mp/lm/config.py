@@ -1,9 +1,11 @@
 """The tiny language model's sizes, and the rule that picks how many devices share it."""
 
 import dataclasses
+import math
 from typing import Optional, Sequence
 
 from tf_mp.errors import TfMpError
+from tf_mp.memory import MAX_TENSOR_ELEMENTS
 
 # Preferred tensor-parallel widths, in order: the document's three devices first.
 PREFERRED_TENSOR_PARALLEL = (3, 2, 4)
@@ -47,6 +49,16 @@ class LMConfig:
     if self.d_model % self.num_heads:
       raise TfMpError(f'd_model {self.d_model} is not divisible by num_heads '
                       f'{self.num_heads}; expected d_model = num_heads * head width')
+    # One window's attention scores are [num_heads, context, context]; beyond
+    # TensorFlow's tensor-size limit the first step would crash or run out
+    # of memory after the model was built.
+    scores = self.num_heads * self.context * self.context
+    if scores > MAX_TENSOR_ELEMENTS:
+      longest = math.isqrt(MAX_TENSOR_ELEMENTS // self.num_heads)
+      raise TfMpError(f'LMConfig.context {self.context} makes attention scores '
+                      f'of {scores:,} elements per window ({self.num_heads} '
+                      f'heads x {self.context} x {self.context}), more than '
+                      f'TensorFlow handles; expected a context of at most {longest:,}')
 
 
 def default_tensor_parallel(config: LMConfig,

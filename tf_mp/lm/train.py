@@ -8,7 +8,6 @@ loss is the mean sparse softmax cross-entropy over every position, in nats.
 """
 
 import dataclasses
-import json
 import os
 import weakref
 
@@ -17,6 +16,7 @@ import tensorflow as tf
 
 from tf_mp.checkpoints import TrainingCheckpoints
 from tf_mp.errors import TfMpError
+from tf_mp.files import read_json, write_json_atomic
 from tf_mp.lm.model import TinyLM
 from tf_mp.lm.text import CharVocab
 from tf_mp.trainer import Trainer
@@ -164,8 +164,10 @@ class LMCheckpoints:
     """
     path = os.path.join(self.directory, RUN_FILE)
     if os.path.exists(path):
-      with open(path, encoding='utf-8') as f:
-        saved = json.load(f)
+      saved = read_json(path, 'tiny LM run file')
+      if not isinstance(saved, dict):
+        raise TfMpError(f'tiny LM run file {path!r} holds {type(saved).__name__}, '
+                        'not the object tf_mp wrote; use another --logdir')
       for key in ('config', 'tensor_parallel', 'vocab'):
         if saved.get(key) != self.run[key]:
           raise TfMpError(f'{self.directory!r} holds a run with {key} '
@@ -176,6 +178,8 @@ class LMCheckpoints:
 
   def save(self) -> str:
     """Writes `tiny_lm.json` and a checkpoint at the trainer's step; returns its path."""
-    with open(os.path.join(self.directory, RUN_FILE), 'w', encoding='utf-8') as f:
-      json.dump(self.run, f)
+    # Atomic: a crash or a full disk mid-write must not leave a truncated run
+    # file that makes the valid checkpoints beside it unusable.
+    write_json_atomic(os.path.join(self.directory, RUN_FILE), self.run,
+                      'tiny LM run file')
     return self.checkpoints.save()

@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+from tf_mp import file_trust
 from tf_mp.errors import TfMpError
 from tf_mp.ops import cache
 
@@ -140,6 +141,10 @@ class OpLibrary:
     if not os.path.isfile(path):
       raise _LoadFailure(f'{path} not found (renamed or deleted after the '
                          'build)')
+    # Loading runs the library's code: only from files only you (or root) can change.
+    problem = file_trust.untrusted_reason(path)
+    if problem:
+      raise _LoadFailure(f'refusing to load native code from {path}: {problem}')
     try:
       module = tf.load_op_library(path)
     except (tf.errors.OpError, OSError, ValueError) as e:

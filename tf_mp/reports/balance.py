@@ -135,7 +135,7 @@ def balance_report(pipeline: Pipeline,
   predicted time (the sum of its layers' times) is as small as possible.
 
   Args:
-    pipeline: a `tf_mp.Pipeline`.
+    pipeline: a `tf_mp.pipeline.Pipeline`.
     batch_size: examples per timed batch.
     repeats: timed runs per stage (the median is reported).
     seed: seeds the random batch.

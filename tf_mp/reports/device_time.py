@@ -138,7 +138,7 @@ def device_time_report(pipeline: Pipeline,
   so the pipeline's variables do not change).
 
   Args:
-    pipeline: a `tf_mp.Pipeline` with placed stages.
+    pipeline: a `tf_mp.pipeline.Pipeline` with placed stages.
     features: a batch `[batch, input_units]`, batch a multiple of M.
     labels: its labels `[batch]`.
     loss_fn: the loss, as in `tf_mp.Trainer`.

@@ -12,7 +12,7 @@ port names them. The batches are the rows `tf_mp.batch_indices` picks, so both
 programs see the same data at every step.
 
 Run it as a program (graph mode is process-global):
-  python tests/reference/tf1_program.py --steps 200 --losses_out losses.npy
+  python tools/reference/tf1_program.py --steps 200 --losses_out losses.npy
 
 With `--dump_dir DIR` it also records what the oracle tests compare, before
 training (see `dump_oracle`): `DIR/initial` (Saver checkpoint of the initial

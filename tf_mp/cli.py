@@ -1,0 +1,429 @@
+"""What the tf_mp programs share: flags, start-up, the one-line error guard, data, the Step logger.
+
+A program is its flags and a call (examples/pipeline.py, examples/tiny_lm.py,
+`tf_mp.tutorial`):
+
+  from tf_mp import cli
+  cli.define_training_flags(steps=1000, batch_size=64, log_every=100)
+  cli.define_devices('One device per stage, e.g. "cpu:0,cpu:1,cpu:2".')
+
+  def main(argv):
+    ...
+
+  if __name__ == '__main__':
+    cli.run(main, __doc__)
+
+`run` keeps the order that start-up needs: the flags are parsed and `-h` /
+`--help` answered before TensorFlow loads; TF_CPP_MIN_LOG_LEVEL is set and
+TensorFlow imported with its C++ start-up lines kept off stderr (unless
+`--verbose`); only then does `main` run, and it creates its devices
+(`tf_mp.distribute.create_strategy`, `tf_mp.resolve_devices`) before any tensor. A
+`tf_mp.TfMpError` or a bad flag value ends the program with one line,
+`<program>: error: <message>`, and exit status 1; SIGINT and SIGTERM during
+training stop it at the next step boundary (`stop_on_signals`), with exit
+status 130 or 143.
+
+This module imports neither TensorFlow nor tf_mp's TensorFlow modules at import
+time; `import tf_mp` is cheap (see tf_mp/__init__.py).
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import textwrap
+import time
+from typing import Callable, Optional
+
+from absl import flags
+from absl import logging
+
+from tf_mp.errors import TfMpError
+
+FLAGS = flags.FLAGS
+
+# The flags the helpers below define belong to the program that calls them:
+# its --help lists them under its own name.
+flags.disclaim_key_flags()
+
+STEP_LINE_FORMAT = 'Step: {step} Loss: {loss}'  # The document's line.
+
+
+# Flags, each defined in one place. Every helper takes the program's default
+# (and where the meaning differs, its help text); values are checked when the
+# flags are parsed, so a bad one ends the program before anything runs.
+
+def define_steps(default: int, help_text: str = 'Training steps (the total, '
+                 'counting steps of a resumed run).') -> None:
+  flags.DEFINE_integer('steps', default, help_text, lower_bound=1)
+
+
+def define_batch_size(default: int, help_text: str = 'Examples per step.') -> None:
+  flags.DEFINE_integer('batch_size', default, help_text, lower_bound=1)
+
+
+def define_log_every(default: int) -> None:
+  flags.DEFINE_integer('log_every', default,
+                       'Print `Step: N Loss: X` every this many steps.',
+                       lower_bound=1)
+
+
+def define_learning_rate(default: float = 0.001) -> None:
+  flags.DEFINE_float('learning_rate', default, 'Adam learning rate (> 0).')
+  flags.register_validator('learning_rate', lambda v: v > 0,
+                           message='--learning_rate must be > 0')
+
+
+def define_seed(help_text: str = 'Seed of the synthetic data and the initial '
+                'weights.') -> None:
+  flags.DEFINE_integer('seed', 0, help_text)
+
+
+def define_training_flags(*, steps: int, batch_size: int, log_every: int,
+                          steps_help: Optional[str] = None,
+                          batch_help: Optional[str] = None,
+                          seed_help: Optional[str] = None) -> None:
+  """--steps, --batch_size, --log_every, --learning_rate and --seed."""
+  define_steps(steps, *([steps_help] if steps_help else []))
+  define_batch_size(batch_size, *([batch_help] if batch_help else []))
+  define_log_every(log_every)
+  define_learning_rate()
+  define_seed(*([seed_help] if seed_help else []))
+
+
+def define_devices(help_text: str, default: str = 'auto') -> None:
+  flags.DEFINE_string('devices', default, help_text)
+
+
+def define_data() -> None:
+  flags.DEFINE_string('data', None,
+                      'A .npz with x [n, 128] float32 and y [n] integer labels '
+                      'in [0, 10); default: the synthetic teacher task.')
+
+
+def define_checkpoint_flags(every: int = 1000) -> None:
+  """--checkpoint_dir and --checkpoint_every."""
+  flags.DEFINE_string('checkpoint_dir', None,
+                      'Save model, Adam state and step here; a rerun of the '
+                      'same command resumes from the newest checkpoint.')
+  flags.DEFINE_integer('checkpoint_every', every,
+                       'Save a checkpoint every this many steps.', lower_bound=1)
+
+
+def define_export_dir() -> None:
+  flags.DEFINE_string('export_dir', None,
+                      'Save the trained model here as a SavedModel (serving: '
+                      'features [None, 128] float32 -> logits).')
+
+
+def define_logdir(help_text: str = 'Write TensorBoard scalars (loss, steps/s) '
+                  'here.') -> None:
+  flags.DEFINE_string('logdir', None, help_text)
+
+
+def define_strategy_flags(collective_timeout: float = 60) -> None:
+  """--strategy, --collective_timeout and --peer_timeout."""
+  flags.DEFINE_string('strategy', 'none',
+                      'none (pure model parallelism), mirrored (one replica per '
+                      'device group, groups separated by ";" in --devices) or '
+                      'multi_worker (one replica per worker, from TF_CONFIG). '
+                      '--batch_size is the global batch.')
+  flags.DEFINE_float('collective_timeout', collective_timeout,
+                     'multi_worker: seconds a collective waits for a dead '
+                     'worker before the run fails (0: forever).',
+                     lower_bound=0)
+  flags.DEFINE_float('peer_timeout', 120,
+                     'multi_worker: seconds to wait at start for the other '
+                     'workers of TF_CONFIG before giving up (0: forever).',
+                     lower_bound=0)
+
+
+def define_lm_model_flags(*, num_blocks: int = 4, d_model: int = 128, num_heads: int = 4,
+                          mlp_units: int = 512, context: int = 128,
+                          heads_help: str = 'Attention heads per block.') -> None:
+  """The tiny LM's sizes: --num_blocks, --d_model, --num_heads, --mlp_units, --context."""
+  for name, default, help_text in (
+      ('num_blocks', num_blocks, 'Transformer blocks.'),
+      ('d_model', d_model, 'Residual stream width.'),
+      ('num_heads', num_heads, heads_help),
+      ('mlp_units', mlp_units, 'MLP hidden width.'),
+      ('context', context, 'Characters the model reads.')):
+    flags.DEFINE_integer(name, default, help_text, lower_bound=1)
+
+
+def _define_verbose() -> None:
+  if 'verbose' not in FLAGS:
+    flags.DEFINE_bool('verbose', False, "Show TensorFlow's own start-up messages.")
+
+
+# Start-up, the error guard and the stop signals.
+
+class Stopped(Exception):
+  """SIGINT or SIGTERM ended the program; it exits with 128 + the signal number."""
+
+  def __init__(self, signum: int, message: str):
+    super().__init__(message)
+    self.exit_code = 128 + signum
+
+
+class _StopSignals:
+  """SIGINT / SIGTERM: during training, a request to stop at the next step boundary."""
+
+  def __init__(self):
+    self.signum = None  # The signal received during training, if any.
+    self.training = False
+
+  def handle(self, signum, frame):
+    del frame
+    if self.training and self.signum is None:
+      self.signum = signum
+      return
+    # Outside training (or a second signal): nothing is half-done, stop now.
+    raise Stopped(signum, f'stopped by {signal.Signals(signum).name}')
+
+  def requested(self) -> bool:
+    return self.signum is not None
+
+
+_STOP = _StopSignals()
+
+
+def program_name() -> str:
+  return os.path.basename(sys.argv[0])
+
+
+def usage(doc: Optional[str]) -> str:
+  """The help text: the program's docstring, then its flags (absl's own left out)."""
+  lines = [doc.strip('\n').rstrip() if doc else f'usage: {program_name()} [flags]',
+           '', 'Flags:', '  -h, --help: show this help and exit.']
+  for module, module_flags in sorted(FLAGS.flags_by_module_dict().items()):
+    if module.startswith('absl'):
+      continue
+    for flag in sorted(module_flags, key=lambda f: f.name):
+      name = f'--[no]{flag.name}' if flag.boolean else f'--{flag.name}'
+      default = '' if flag.default is None else f' (default: {flag.default_as_str})'
+      lines.append(textwrap.fill(f'{name}: {flag.help}{default}', width=80,
+                                 initial_indent='  ', subsequent_indent='    '))
+  return '\n'.join(lines)
+
+
+def _fail(message: str, status: int = 1) -> None:
+  sys.stdout.flush()
+  sys.stderr.write(f'{program_name()}: error: {message}\n')
+  sys.exit(status)
+
+
+def parse_flags(argv, doc: Optional[str] = None) -> list:
+  """Parses `argv` into FLAGS; -h/--help prints `usage(doc)` and exits 0.
+
+  A bad flag or value, or an unexpected argument, ends the program with one
+  line and exit status 1. Returns the program name followed by no arguments.
+  """
+  _define_verbose()
+  options = argv[1:argv.index('--')] if '--' in argv else argv[1:]
+  if any(arg in ('-h', '--help', '-help', '--helpshort', '--helpfull') for arg in options):
+    print(usage(doc))
+    sys.exit(0)
+  try:
+    rest = FLAGS(argv)
+  except flags.Error as e:
+    _fail(f'{e}; see --help')
+  if len(rest) > 1:
+    _fail(f'unexpected arguments: {" ".join(rest[1:])}; see --help')
+  return rest
+
+
+@contextlib.contextmanager
+def quiet_stderr(quiet: bool = True):
+  """Sends file descriptor 2 (where TensorFlow's C++ code writes) to /dev/null."""
+  if not quiet:
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
+def start_tensorflow(verbose: bool = False) -> None:
+  """Sets the log level, then imports TensorFlow and tf_mp's modules quietly.
+
+  TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it loads, and prints some
+  C++ lines (CUDA probing, CPU features) whatever the level: both must be
+  dealt with before the import. Its Python loggers (tf.distribute, the
+  checkpoint saver) log at INFO; they are set to warnings and errors.
+  """
+  if not verbose:
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  with quiet_stderr(not verbose):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    import tf_mp  # pylint: disable=g-import-not-at-top
+    tf_mp.Trainer  # pylint: disable=pointless-statement  (loads the namespace)
+  if not verbose:
+    tf.get_logger().setLevel('ERROR')
+    logging.set_verbosity(logging.WARNING)
+
+
+def run(main: Callable[[list], Optional[int]], doc: Optional[str] = None,
+        check_flags: Optional[Callable[[], None]] = None) -> None:
+  """Parses the flags, starts TensorFlow, runs `main(argv)` and exits.
+
+  Args:
+    main: the program, given the arguments left after the flags (its name).
+    doc: the `--help` text above the flags (the program's docstring).
+    check_flags: checks that need no TensorFlow (device counts, output
+      directories), run before it loads so that a mistake is reported at once.
+
+  `tf_mp.TfMpError` -> `<program>: error: <message>` on stderr, exit 1;
+  `Stopped` (a signal) -> `<program>: <message>` on stderr, exit 130 / 143.
+  Neither prints a traceback.
+  """
+  argv = parse_flags(sys.argv, doc)
+  previous = {s: signal.signal(s, _STOP.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    if check_flags is not None:
+      check_flags()
+    start_tensorflow(FLAGS.verbose)
+    status = main(argv)
+  except TfMpError as e:
+    # 130/143 for an interruption while waiting for peers, else 1.
+    _fail(str(e), getattr(e, 'exit_status', 1))
+  except Stopped as e:
+    sys.stdout.flush()
+    sys.stderr.write(f'{program_name()}: {e}\n')
+    sys.exit(e.exit_code)
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  sys.exit(status or 0)
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer, save: Optional[Callable[[], Optional[str]]] = None):
+  """Training in the block stops at a step boundary on SIGINT or SIGTERM.
+
+  Pass `stop.requested` (the yielded object) as `Trainer.fit(should_stop=...)`.
+  When the block ends after a signal, `save()` writes a checkpoint (if given)
+  and `Stopped` is raised with the step reached and where it was saved; `run`
+  prints it as one line and exits 130 (SIGINT) or 143 (SIGTERM).
+  """
+  _STOP.signum, _STOP.training = None, True
+  try:
+    yield _STOP
+  finally:
+    _STOP.training = False
+  if _STOP.signum is not None:
+    step = int(trainer.step.numpy())
+    saved = save() if save is not None else None
+    if saved:
+      where = f'checkpoint saved: {saved}'
+    elif save is not None:  # A multi-worker non-chief: it took part, the chief wrote.
+      where = 'checkpoint saved by the chief'
+    else:
+      where = 'nothing saved (no checkpoint directory given)'
+    raise Stopped(_STOP.signum, f'stopped by {signal.Signals(_STOP.signum).name} '
+                  f'at step {step}; {where}')
+
+
+# Checks before training.
+
+def check_writable_dir(path: str, flag: str) -> None:
+  """Raises TfMpError unless files can be written in `path` (created if missing).
+
+  `path` is an existing directory, or its nearest existing ancestor is one;
+  a probe file is created there and removed. Nothing else is written.
+  """
+  if not path:
+    raise TfMpError(f'--{flag} is empty; expected a directory path')
+  absolute = os.path.abspath(path)
+  existing = absolute
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    what = 'is a file' if existing == absolute else f'is under a file ({existing!r})'
+    raise TfMpError(f'--{flag} {path!r} {what}; expected a directory')
+  try:
+    fd, probe = tempfile.mkstemp(prefix='.tf_mp_write_check_', dir=existing)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise TfMpError(f'--{flag} {path!r} cannot be written ({e.strerror} in '
+                    f'{existing!r}); expected a writable directory') from None
+
+
+def check_output_dirs(*flag_names: str) -> None:
+  """`check_writable_dir` for each of these flags that is set."""
+  for name in flag_names:
+    if FLAGS[name].value is not None:
+      check_writable_dir(FLAGS[name].value, name)
+
+
+def check_device_count(spec: Optional[str], count: int, what: str) -> None:
+  """Refuses a device list (or any ';'-separated group) naming more than `count` devices.
+
+  Fewer are used round-robin; more would be dropped without a word.
+  """
+  if spec is None or spec.strip().lower() == 'auto':
+    return
+  for group in spec.split(';'):
+    names = [name for name in group.split(',') if name.strip()]
+    if len(names) > count:
+      raise TfMpError(f'--devices {group.strip()!r} names {len(names)} devices '
+                      f'but the model has {count} {what}; expected at most '
+                      f'{count} (one per {what[:-1]})')
+
+
+# Data and output.
+
+def load_data():
+  """`(x, y)` from --data (a .npz), else the synthetic task of --seed."""
+  import tf_mp  # pylint: disable=g-import-not-at-top
+  if FLAGS.data:
+    return tf_mp.load_npz(FLAGS.data)
+  return tf_mp.synthetic_data(FLAGS.seed)
+
+
+class StepLogger:
+  """`on_log` for `Trainer.fit`: prints `Step: N Loss: X` as the document does.
+
+  With `logdir`, also writes TensorBoard scalars `loss` and `steps_per_second`.
+  """
+
+  def __init__(self, logdir: Optional[str] = None):
+    self._writer = None
+    if logdir:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      self._writer = tf.summary.create_file_writer(logdir)
+    self._last = None
+
+  def __call__(self, step: int, loss) -> None:
+    # print() of a numpy float32, as the document's `print('Step:', ...)`.
+    print('Step:', step, 'Loss:', loss, flush=True)
+    if self._writer is None:
+      return
+    from tf_mp.summaries import write_scalar  # pylint: disable=g-import-not-at-top
+    now = time.perf_counter()
+    with self._writer.as_default():
+      write_scalar('loss', loss, step)
+      if self._last and step > self._last[0]:
+        write_scalar('steps_per_second',
+                     (step - self._last[0]) / (now - self._last[1]), step)
+    self._last = (step, now)
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.flush()
+
+
+def done_line(result) -> str:
+  """The last line of a training run, from a `tf_mp.TrainResult`."""
+  return (f'Done: {result.steps} steps, final loss {result.final_loss:.6g}, '
+          f'{result.steps_per_second:.1f} steps/s')
