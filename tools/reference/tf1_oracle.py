@@ -33,7 +33,7 @@ PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'tf1_program.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(PROGRAM)))
 DEVICES = ('cpu:0', 'cpu:1', 'cpu:2')
 
-# The issue's tolerances (README, "Migrating from the document's TF1 program").
+# The issue's tolerances (docs/migrating_from_tf1.md, "How close the port is").
 TOLERANCES = {
     'forward': 1e-5,     # absolute
     'gradients': 1e-5,   # relative, per variable
