@@ -6,7 +6,6 @@ The process tests start tests/strategy_worker.py on 127.0.0.1 with free ports,
 wait a bounded time and kill whatever still runs.
 """
 
-import contextlib
 import json
 import os
 import pickle
@@ -25,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_mp
+from tf_mp.distribute.cluster import free_loopback_ports as free_ports
 from tf_mp.distribute import cluster_security
 from tf_mp import file_trust
 from tf_mp.distribute import peer_wait
@@ -34,14 +34,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WORKER = os.path.join(HERE, 'strategy_worker.py')
 PROCESS_S = 180  # Bound on one worker process (TensorFlow's start-up included).
-
-
-def free_ports(count: int) -> list:
-  with contextlib.ExitStack() as stack:
-    sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-    for s in sockets:
-      s.bind(('127.0.0.1', 0))
-    return [s.getsockname()[1] for s in sockets]
 
 
 def tf_config(ports, index: int) -> str:

@@ -4,13 +4,11 @@ Each test bounds every wait and kills its processes in `finally`, so a hang
 fails the test instead of the suite, and nothing is left running.
 """
 
-import contextlib
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_mp
+from tf_mp.distribute.cluster import free_loopback_ports as free_ports
 from testing import assert_weights_match, build_model_in, draw_seed
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'strategy_worker.py')
@@ -30,14 +29,6 @@ COLLECTIVE_TIMEOUT_S = 5
 # step was 1.4e-4 (seed 2141547608, whose weights differ by up to 2.3e-3 after
 # a ReLU flip), the median 2.2e-7.
 LOSS_RTOL = 1e-3
-
-
-def free_ports(count: int) -> list:
-  with contextlib.ExitStack() as stack:
-    sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-    for s in sockets:
-      s.bind(('127.0.0.1', 0))
-    return [s.getsockname()[1] for s in sockets]
 
 
 class Cluster:

@@ -16,9 +16,7 @@ to 3 (unless it is set), so a benchmark that imports it first, and every child
 it starts, keeps TensorFlow's C++ log lines out of its tables.
 """
 
-import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -145,8 +143,5 @@ def run_process(argv: List[str], env: dict = None, first_line: str = None) -> di
 
 def free_ports(count: int) -> list:
   """`count` distinct ports on 127.0.0.1 that were free a moment ago."""
-  with contextlib.ExitStack() as stack:
-    sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-    for s in sockets:
-      s.bind(('127.0.0.1', 0))
-    return [s.getsockname()[1] for s in sockets]
+  from tf_mp.distribute.cluster import free_loopback_ports  # pylint: disable=g-import-not-at-top
+  return free_loopback_ports(count)

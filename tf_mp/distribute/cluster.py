@@ -1,7 +1,9 @@
 """A multi-worker cluster as `TF_CONFIG` describes it: parsing and checking."""
 
+import contextlib
 import dataclasses
 import json
+import socket
 from typing import Optional
 
 from tf_mp.errors import TfMpError
@@ -79,3 +81,17 @@ def parse_tf_config(text: Optional[str]) -> ClusterTask:
 def _clip(text: str, limit: int = 60) -> str:
   text = ' '.join(text.split())
   return text if len(text) <= limit else text[:limit] + '...'
+
+
+def free_loopback_ports(count: int) -> list:
+  """`count` distinct ports on 127.0.0.1 that were free a moment ago.
+
+  For a one-machine cluster (tools/run_local_cluster.py, the tests): the ports
+  are released before they are returned, so another process may take one in
+  between; the workers then fail to start with a clear error.
+  """
+  with contextlib.ExitStack() as stack:
+    sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+    for s in sockets:
+      s.bind(('127.0.0.1', 0))
+    return [s.getsockname()[1] for s in sockets]
