@@ -1,13 +1,37 @@
-"""Data parallelism around model parallelism: strategy layouts and the cluster."""
+"""Data parallelism around model parallelism: strategy layouts and the cluster.
 
-from tf_mp.devices import parse_device_groups
-from tf_mp.distribute.cluster import ClusterTask, parse_tf_config
-from tf_mp.distribute.strategies import (STRATEGIES, StrategyLayout,
-                                         check_strategy_name, create_strategy)
-from tf_mp.errors import WorkerLostError
+Names load on first use, so that `tf_mp.distribute.cluster` (TF_CONFIG parsing,
+free loopback ports) can serve a launcher without importing TensorFlow.
+"""
 
-__all__ = [
-    'STRATEGIES', 'ClusterTask', 'StrategyLayout', 'WorkerLostError',
-    'check_strategy_name', 'create_strategy', 'parse_device_groups',
-    'parse_tf_config',
-]
+import importlib
+
+_HOMES = {
+    'STRATEGIES': 'strategies', 'StrategyLayout': 'strategies',
+    'check_strategy_name': 'strategies', 'create_strategy': 'strategies',
+    'ClusterTask': 'cluster', 'parse_tf_config': 'cluster',
+    'free_loopback_ports': 'cluster',
+}
+
+__all__ = sorted(list(_HOMES) + ['WorkerLostError', 'parse_device_groups'])
+
+
+def __getattr__(name):
+  if name == 'WorkerLostError':
+    from tf_mp.errors import WorkerLostError  # pylint: disable=g-import-not-at-top
+    return WorkerLostError
+  if name == 'parse_device_groups':
+    from tf_mp.devices import parse_device_groups  # pylint: disable=g-import-not-at-top
+    return parse_device_groups
+  if name in _HOMES:
+    return getattr(importlib.import_module(f'{__name__}.{_HOMES[name]}'), name)
+  try:
+    return importlib.import_module(f'{__name__}.{name}')
+  except ModuleNotFoundError as e:
+    if e.name != f'{__name__}.{name}':
+      raise
+    raise AttributeError(f'module {__name__} has no attribute {name!r}') from None
+
+
+def __dir__():
+  return sorted(set(globals()) | set(__all__))
