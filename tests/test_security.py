@@ -249,7 +249,7 @@ class MultiWorkerProcessTest(tf.test.TestCase, parameterized.TestCase):
     self.assertStartsWith(lines[0], 'tf_mp: warning:')
     self.assertStartsWith(lines[1], 'tf_mp: waiting for 1 of 1 other worker(s) to start: '
                           f'worker:1 at 127.0.0.1:{ports[1]} (giving up after 4s')
-    self.assertStartsWith(lines[2], 'strategy_worker: error: gave up after 4s waiting ')
+    self.assertStartsWith(lines[2], 'strategy_worker.py: error: gave up after 4s waiting ')
     self.assertIn(f'worker:1 at 127.0.0.1:{ports[1]} never answered', lines[2])
     self.assertNotIn('READY', worker.process.stdout.read())
 
@@ -266,7 +266,7 @@ class MultiWorkerProcessTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(worker.process.returncode, status)
     lines = worker.stderr_lines()
     self.assertLen(lines, 3, lines)
-    self.assertEqual(lines[2], 'strategy_worker: error: interrupted by '
+    self.assertEqual(lines[2], 'strategy_worker.py: error: interrupted by '
                      f'{signal.Signals(signum).name} while waiting for the other '
                      f'workers (worker:0 at 127.0.0.1:{ports[0]}); nothing was started')
 

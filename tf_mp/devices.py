@@ -97,18 +97,18 @@ THREADS_ENV = 'TF_MP_CPU_THREADS'
 
 
 def match_threads_to_devices(count: int) -> None:
-  """One intra-op thread per op and `count` inter-op threads, for logical CPUs.
+  """With `TF_MP_CPU_THREADS=matched`: one intra-op thread per op, `count` inter-op threads.
 
-  The sub-models on logical CPU devices are small ops that run side by side:
-  per-op dispatch, not arithmetic, bounds a step. With TensorFlow's default
-  pools every op may split over all cores and the three devices' ops queue
-  for them; one thread per op, and one inter-op thread per device, lets each
-  device's ops run on their own thread (docs/benchmarks.md measures the gain
-  with `tools/bench_tutorial.py`). Does nothing when GPUs exist, when the
-  pools were already configured, before the runtime cannot be configured
-  any more, or with `TF_MP_CPU_THREADS=tensorflow` in the environment.
+  Opt-in, because it changes the last bits: with TensorFlow's default pools a
+  reduction (a bias gradient over the batch) may be split over the cores,
+  with one thread it is not, so the port would no longer equal the document's
+  TF1 program as written bit for bit (seen: the tutorial's losses differ in
+  the 5th digit by step 900). It speeds up the small ops of the document's
+  model on logical CPU devices, which dispatch, not arithmetic, bounds
+  (docs/benchmarks.md, `tools/bench_tutorial.py`). Does nothing when GPUs
+  exist or the pools were already configured.
   """
-  if os.environ.get(THREADS_ENV, 'auto').strip().lower() == 'tensorflow':
+  if os.environ.get(THREADS_ENV, 'tensorflow').strip().lower() != 'matched':
     return
   if tf.config.list_physical_devices('GPU'):
     return

@@ -5,11 +5,12 @@ three logical CPU devices, each in its own process, in interleaved rounds
 (the order rotates), --repeats times. Four contenders:
 
   port            examples/tutorial.py as `make tutorial` runs it
-  port_tf_pools   the same with TensorFlow's default thread pools
-                  (TF_MP_CPU_THREADS=tensorflow): what the pools buy
+  port_matched    the same with TF_MP_CPU_THREADS=matched (intra-op 1,
+                  inter-op 3): what matched pools buy, at the cost of
+                  bit-exactness with the document's program as written
   tf1             the document's TF1 program as written (default session)
-  tf1_same_pools  the same program given the port's pools (intra-op 1,
-                  inter-op 3): an engine-for-engine comparison
+  tf1_same_pools  the same program given the matched pools (intra-op 1,
+                  inter-op 3): an engine-for-engine comparison with port_matched
 
 Reports medians of the training-loop time, the whole process's wall time,
 the time from process start to the first `Step: 0` line, peak resident
@@ -66,10 +67,10 @@ def run_tf1(steps, *pools):
 
 CONTENDERS = {
     'port': ('tf_mp port (TF2)', lambda steps: run_port(steps)),
-    'port_tf_pools': ("port, TensorFlow's default pools",
-                      lambda steps: run_port(steps, TF_MP_CPU_THREADS='tensorflow')),
+    'port_matched': ('port, matched pools (opt-in)',
+                     lambda steps: run_port(steps, TF_MP_CPU_THREADS='matched')),
     'tf1': ('document TF1, as written', lambda steps: run_tf1(steps)),
-    'tf1_same_pools': ("document TF1, the port's pools",
+    'tf1_same_pools': ('document TF1, matched pools',
                        lambda steps: run_tf1(steps, '--intra_threads', '1',
                                              '--inter_threads', '3')),
 }
