@@ -28,7 +28,7 @@ ops: $(STAMP)
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m tf_mp.ops.build --cuda=$(CUDA) --optional
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: $(STAMP)
 	$(PY) tools/bench_tutorial.py

@@ -37,6 +37,6 @@ setuptools.setup(
         'numpy',
         'absl-py',
     ],
-    extras_require={'test': ['pytest', 'setuptools', 'wheel']},
+    extras_require={'test': ['pytest', 'pytest-xdist', 'setuptools', 'wheel']},
     entry_points={'console_scripts': ['tf-mp-tutorial = tf_mp.tutorial:main']},
 )

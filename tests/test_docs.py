@@ -1,7 +1,8 @@
 """The docs are tests: every ```python block of README.md and docs/*.md runs.
 
 Each Markdown file's blocks run in one fresh Python process of their own (one
-TensorFlow start-up per file, not per block, to keep this quick on two cores),
+TensorFlow start-up per file, not per block, to keep this quick on two cores;
+six logical CPU devices are made first, the most any block makes alone),
 with `TF_CPP_MIN_LOG_LEVEL=3` and this checkout's `tf_mp` on the path. Inside
 it each block gets a fresh namespace and a fresh, empty working directory, so
 a block that leans on an import or a file of the block before it fails here.
@@ -40,6 +41,11 @@ FENCE = re.compile(r'^```([\w.+-]*)[^\n]*\n(.*?)^```[ \t]*$', re.M | re.S)
 RUNNER = r'''
 import json, os, sys, tempfile, time, traceback, io, contextlib
 blocks = json.load(open(sys.argv[1], encoding='utf-8'))
+# Blocks share this process, and logical devices can only be made before
+# TensorFlow starts: make the most any block asks for (the mirrored examples'
+# two groups of three) first, as a fresh process running that block would.
+import tf_mp
+tf_mp.ensure_logical_cpus(6)
 results = []
 for label, code in blocks:
   workdir = tempfile.mkdtemp(prefix='block_')
