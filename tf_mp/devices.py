@@ -94,6 +94,9 @@ def ensure_logical_cpus(count: int) -> None:
 
 
 THREADS_ENV = 'TF_MP_CPU_THREADS'
+# Naming cpu:k creates logical CPUs up to k, but not absurdly many: a larger k
+# is reported as a device that does not exist.
+MAX_LOGICAL_CPUS = 256
 
 
 def match_threads_to_devices(count: int) -> None:
@@ -168,7 +171,7 @@ def resolve_devices(spec: DeviceSpec = 'auto', count: int = 3) -> list:
       if tf.DeviceSpec.from_string(n).device_type == 'CPU' and
       tf.DeviceSpec.from_string(n).job in (None, 'localhost')
   ]
-  if cpu_indices:
+  if cpu_indices and max(cpu_indices) < MAX_LOGICAL_CPUS:
     try:
       ensure_logical_cpus(max(cpu_indices) + 1)
     except TfMpError:
@@ -308,7 +311,7 @@ def make_cpus_for(names) -> None:
     spec = tf.DeviceSpec.from_string(canonical_device(name))
     if spec.device_type == 'CPU' and spec.job in (None, 'localhost'):
       highest = max(highest, spec.device_index or 0)
-  if highest >= 0:
+  if 0 <= highest < MAX_LOGICAL_CPUS:
     try:
       ensure_logical_cpus(highest + 1)
     except TfMpError:
