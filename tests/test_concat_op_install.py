@@ -131,8 +131,10 @@ class WithoutCompilersTest(tf.test.TestCase):
         build_lib.build()
 
   def test_failing_nvcc_leaves_the_cpu_kernel(self):
-    if shutil.which(os.environ.get('CXX', 'c++')) is None:
-      self.skipTest('no C++ compiler here')
+    try:
+      build_lib.find_cxx()
+    except build_lib.ToolchainError as e:
+      self.skipTest(f'no working C++ compiler here: {e}')
     tmp = self.make_tempdir()
     make_stand_ins(tmp)
     nvcc = os.path.join(tmp, 'nvcc')
