@@ -6,6 +6,7 @@ loads (help, flag values) take well under a second each.
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,6 +199,28 @@ class SignalTest(parameterized.TestCase):
         f'SavedModel written to {export_dir}'])
     serve = tf.saved_model.load(export_dir).signatures['serving_default']
     self.assertEqual(serve(features=tf.zeros([2, 128]))['logits'].shape, (2, 10))
+
+
+class ResumeSettingsTest(tf.test.TestCase):
+
+  def test_resume_with_another_seed_is_one_line_and_changes_nothing(self):
+    ckpt = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, ckpt, ignore_errors=True)
+    first = run(TUTORIAL, *THREE_CPUS, '--steps', '20', '--log_every', '10',
+                '--checkpoint_dir', ckpt, '--checkpoint_every', '10')
+    self.assertEqual(first.returncode, 0, first.stderr[-2000:])
+    before = {name: os.path.getmtime(os.path.join(ckpt, name)) for name in os.listdir(ckpt)}
+    self.assertIn('run_settings.json', before)
+    again = run(TUTORIAL, *THREE_CPUS, '--steps', '30', '--checkpoint_dir', ckpt,
+                '--seed', '7')
+    self.assertEqual(again.returncode, 1)
+    lines = error_lines(again.stderr)
+    self.assertLen(lines, 1, lines)
+    self.assertRegex(lines[0], r"^tutorial.py: error: checkpoint directory .* holds a run "
+                     r'with other settings: data: .*; seed: 0 in the checkpoints, 7 now;')
+    self.assertNotIn('Step:', again.stdout)
+    self.assertEqual(before, {name: os.path.getmtime(os.path.join(ckpt, name))
+                              for name in os.listdir(ckpt)})
 
 
 class ShouldStopTest(tf.test.TestCase):

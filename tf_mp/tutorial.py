@@ -66,9 +66,9 @@ def train(argv) -> None:
   if FLAGS.export_dir:
     tf_mp.check_export_dir(FLAGS.export_dir)
 
+  config = tf_mp.ModelConfig(seed=FLAGS.seed, concat=FLAGS.concat)
   with layout.scope():
-    model = tf_mp.build_model(
-        layout.devices, tf_mp.ModelConfig(seed=FLAGS.seed, concat=FLAGS.concat))
+    model = tf_mp.build_model(layout.devices, config)
   trainer = tf_mp.Trainer(model, FLAGS.learning_rate, strategy=layout)
   if layout.distributed:
     print(layout.describe(), end='\n\n', flush=True)
@@ -76,8 +76,17 @@ def train(argv) -> None:
     print(tf_mp.placement_report(model, trainer), end='\n\n', flush=True)
   checkpoints = None
   if FLAGS.checkpoint_dir:
+    # What defines the run: a resume with other values is refused (one line
+    # naming each). The layout and the concat path are left out: checkpoints
+    # restore across layouts, and every concat path computes the same numbers.
+    widths = [[s.hidden_units, s.output_units] for s in config.sub_models]
+    settings = {'seed': FLAGS.seed, 'data': tf_mp.data_identity(x, y),
+                'batch_size': FLAGS.batch_size, 'learning_rate': FLAGS.learning_rate,
+                'model': {'input_units': config.input_units, 'sub_models': widths,
+                          'num_classes': config.num_classes}}
     checkpoints = tf_mp.resume_training(FLAGS.checkpoint_dir, trainer, layout,
-                                        log=lambda line: print(line, flush=True))
+                                        log=lambda line: print(line, flush=True),
+                                        settings=settings)
   if int(trainer.step.numpy()) >= FLAGS.steps:
     print(f'Nothing to train: already at step {int(trainer.step.numpy())} of '
           f'{FLAGS.steps}', flush=True)

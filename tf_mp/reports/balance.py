@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.devices import device_key, device_scope, short_device_name
+from tf_mp.errors import TfMpError
 from tf_mp.pipeline import Pipeline, PipelineStage, best_split, theoretical_bubble
 from tf_mp.reports import profiling
 from tf_mp.reports.placement import check_pipeline, stage_pattern
