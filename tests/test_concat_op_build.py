@@ -20,6 +20,7 @@ import op_testing
 from tf_mp.ops import build as build_lib
 from tf_mp.ops import cache
 from tf_mp.ops import concat as concat_lib
+import testing
 from testing import draw_seed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,9 +34,8 @@ def setUpModule():
 
 
 def run_python(code, timeout=120):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', TF_MP_CUSTOM_OPS='1')
-  return subprocess.run([sys.executable, '-c', code], capture_output=True,
-                        text=True, timeout=timeout, env=env, cwd=ROOT)
+  return testing.run_python(['-c', code], timeout=timeout,
+                            env={'TF_MP_CUSTOM_OPS': '1'})
 
 
 class BuildInfoTest(tf.test.TestCase):

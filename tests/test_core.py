@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import tf_mp
 from testing import draw_seed
+from tf_mp.devices import device_key as device_index  # (type, index)
 from tf_mp.model import ModelConfig, SubModelConfig
 
 DEVICES = ['/device:CPU:0', '/device:CPU:1', '/device:CPU:2']
@@ -23,11 +24,6 @@ def numpy_forward(model, x: np.ndarray) -> np.ndarray:
     outputs.append(hidden @ sub.output.kernel.numpy() + sub.output.bias.numpy())
   joined = np.concatenate(outputs, axis=-1)
   return joined @ model.head.kernel.numpy() + model.head.bias.numpy()
-
-
-def device_index(device: str) -> tuple:
-  spec = tf.DeviceSpec.from_string(device)
-  return spec.device_type, spec.device_index
 
 
 class BuilderTest(parameterized.TestCase, tf.test.TestCase):

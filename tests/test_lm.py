@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_mp
-from testing import draw_seed
+from testing import device_index, draw_seed
 from tf_mp import lm
 
 DEVICES = ['cpu:0', 'cpu:1', 'cpu:2']
@@ -40,10 +40,6 @@ def full_gradients(model, ids, targets) -> dict:
     pieces = [next(flat) for _ in p.variables]
     out[p.name] = pieces[0] if p.axis is None else np.concatenate(pieces, p.axis)
   return out
-
-
-def device_index(device: str) -> int:
-  return tf.DeviceSpec.from_string(device).device_index
 
 
 class TensorParallelEqualsUnsplitTest(parameterized.TestCase, tf.test.TestCase):

@@ -1,22 +1,19 @@
 """End-to-end runs of examples/pipeline.py in subprocesses (it sets up its own devices)."""
 
-import os
 import pathlib
 import re
-import subprocess
-import sys
 
 from absl.testing import parameterized
 import tensorflow as tf
+
+from testing import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'examples' / 'pipeline.py'
 
 
 def _run(*flags):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  return subprocess.run([sys.executable, str(SCRIPT), *flags], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=240)
+  return run_python([str(SCRIPT), *flags], timeout=240)
 
 
 def _stderr_lines(result):

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_mp
-from testing import assert_weights_match, build_model_in, draw_seed
+from testing import assert_weights_match, build_model_in, device_index, draw_seed
 
 GROUPS = 'cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5'
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,10 +22,6 @@ GOOD_TF_CONFIG = {'cluster': {'worker': ['127.0.0.1:2222', '127.0.0.1:2223']},
 
 def cpu(k: int) -> str:
   return f'/device:CPU:{k}'
-
-
-def device_index(device: str) -> int:
-  return tf.DeviceSpec.from_string(device).device_index
 
 
 class DeviceGroupsTest(parameterized.TestCase):

@@ -12,7 +12,7 @@ use of a name (`tf_mp.Trainer`, `from tf_mp import build_model`,
 level and quiet its C++ start-up lines before TensorFlow loads.
 """
 
-import importlib
+from tf_mp.lazy import import_submodule
 
 from tf_mp.version import __version__
 
@@ -71,12 +71,7 @@ def __getattr__(name):
     finally:
       _importing.pop()
     return globals()[name]
-  try:
-    return importlib.import_module(f'{__name__}.{name}')
-  except ModuleNotFoundError as e:
-    if e.name != f'{__name__}.{name}':
-      raise
-    raise AttributeError(f'module tf_mp has no attribute {name!r}') from None
+  return import_submodule(__name__, name)
 
 
 def __dir__():

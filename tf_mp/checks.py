@@ -20,18 +20,6 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
   return int(value)
 
 
-def finite_number(name: str, value, minimum: float = 0.0) -> float:
-  """Returns `value` as a float if it is a finite real number >= `minimum`.
-
-  Raises:
-    TfMpError: naming `name`, the value and what was expected.
-  """
-  if (isinstance(value, bool) or not isinstance(value, numbers.Real) or
-      not np.isfinite(value) or value < minimum):
-    raise TfMpError(f'{name} must be a finite number >= {minimum:g}, got {value!r}')
-  return float(value)
-
-
 def non_negative_int(name: str, value) -> int:
   """Returns `value` as an int; TfMpError unless it is an integer >= 0 (not a bool)."""
   return positive_int(name, value, minimum=0)

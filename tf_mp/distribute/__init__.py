@@ -4,7 +4,7 @@ Names load on first use, so that `tf_mp.distribute.cluster` (TF_CONFIG parsing,
 free loopback ports) can serve a launcher without importing TensorFlow.
 """
 
-import importlib
+from tf_mp.lazy import import_submodule
 
 _HOMES = {
     'STRATEGIES': 'strategies', 'StrategyLayout': 'strategies',
@@ -24,13 +24,8 @@ def __getattr__(name):
     from tf_mp.devices import parse_device_groups  # pylint: disable=g-import-not-at-top
     return parse_device_groups
   if name in _HOMES:
-    return getattr(importlib.import_module(f'{__name__}.{_HOMES[name]}'), name)
-  try:
-    return importlib.import_module(f'{__name__}.{name}')
-  except ModuleNotFoundError as e:
-    if e.name != f'{__name__}.{name}':
-      raise
-    raise AttributeError(f'module {__name__} has no attribute {name!r}') from None
+    return getattr(import_submodule(__name__, _HOMES[name]), name)
+  return import_submodule(__name__, name)
 
 
 def __dir__():
