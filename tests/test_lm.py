@@ -115,8 +115,8 @@ class PlacementTest(parameterized.TestCase, tf.test.TestCase):
       ops = [op for op in graph.get_operations()
              if f'/shard_{k}/' in op.name and op.device]
       self.assertNotEmpty(ops)
-      # Forward ops and their tf.gradients ops ('gradients/.../shard_k/...').
-      self.assertTrue(any(op.name.startswith('gradients') for op in ops))
+      # Forward ops and their tf.gradients ops ('[while/]gradients/.../shard_k/...').
+      self.assertTrue(any('gradients' in op.name.split('/') for op in ops))
       for op in ops:
         self.assertEqual(device_index(op.device), k, op.name)
 

@@ -234,7 +234,7 @@ def _cross_micro_batch_dependencies(test, graph, m):
     for control in op.control_inputs:
       mine, theirs = member[op.name], member[control.name]
       if len(mine) == 1 and theirs and theirs != mine:
-        if (control.name.startswith('accumulate_gradients') and
+        if (re.search(r'(^|/)accumulate_gradients(_\d+)?/', control.name) and
             _local(control.device) == _local(op.device) and max(theirs) < min(mine)):
           continue
         problems.append(f'control edge {control.name} {sorted(theirs)} -> '

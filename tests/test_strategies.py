@@ -241,7 +241,7 @@ class MirroredTest(parameterized.TestCase, tf.test.TestCase):
       parts = op.name.split('/')
       if 'gradients' in parts and len(parts) > parts.index('gradients') + 1:
         scope = parts[parts.index('gradients') + 1]
-        replica = 1 if parts[0] == 'replica_1' else 0
+        replica = 1 if 'replica_1' in parts[:parts.index('gradients')] else 0
         if scope.startswith('sub_model_'):
           k = int(scope[-1]) - 1
           self.assertEqual(device_index(op.device), k + 3 * replica, op.name)

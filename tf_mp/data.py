@@ -151,8 +151,11 @@ def batch_indices(step: int, batch_size: int, num_examples: int) -> np.ndarray:
 
 
 def batch_at(x: tf.Tensor, y: tf.Tensor, step: tf.Tensor,
-             batch_size: int) -> Tuple[tf.Tensor, tf.Tensor]:
-  """`batch_indices` in TensorFlow, for use inside a `tf.function` loop."""
+             batch_size) -> Tuple[tf.Tensor, tf.Tensor]:
+  """`batch_indices` in TensorFlow, for use inside a `tf.function` loop.
+
+  `batch_size` is an int or an int64 scalar tensor (one trace serves any batch size).
+  """
   num_examples = tf.shape(x, out_type=tf.int64)[0]
   rows = (tf.cast(step, tf.int64) * batch_size +
           tf.range(batch_size, dtype=tf.int64)) % num_examples

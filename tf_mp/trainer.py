@@ -153,8 +153,10 @@ class Trainer:
       self.optimizer.build(model.trainable_variables)
       with tf.init_scope():
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
-    self._train_step = tf.function(self._step_fn)
-    self._run_steps = tf.function(self._run_steps_fn)
+    self._train_step = tf.function(self._step_fn, autograph=False)
+    self._run_steps = tf.function(self._run_steps_fn, autograph=False)
+    self._loop = None  # The traced loop (a ConcreteFunction), once traced.
+    self._loop_step_graph = None  # The step inside it: what reports read.
 
   # What the data must look like.
 
@@ -265,15 +267,42 @@ class Trainer:
     self.step.assign_add(1)
     return loss
 
-  def _run_steps_fn(self, x, y, first_step, num_steps, batch_size: int):
-    losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
-    for i in tf.range(num_steps):
+  def _run_steps_fn(self, x, y, first_step, num_steps, batch_size):
+    """Steps `first_step ... first_step + num_steps - 1`; their losses, float32 `[k]`.
+
+    Stops after a non-finite loss (k < num_steps then). A plain
+    `tf.while_loop`, not autograph: the loop is the only control flow, and
+    converting the code it calls would only cost start-up time.
+    """
+
+    def body(i, losses, _):
+      # Traced once, in the loop's body graph: the graph reports read.
+      self._loop_step_graph = tf.compat.v1.get_default_graph()
       features, labels = batch_at(x, y, first_step + i, batch_size)
       loss = self._step_fn(features, labels)
-      losses = losses.write(tf.cast(i, tf.int32), loss)
-      if not tf.math.is_finite(loss):
-        break
+      return i + 1, losses.write(tf.cast(i, tf.int32), loss), tf.math.is_finite(loss)
+
+    losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+    _, losses, _ = tf.while_loop(
+        lambda i, losses, finite: tf.logical_and(i < num_steps, finite), body,
+        (tf.constant(0, tf.int64), losses, tf.constant(True)))
     return losses.stack()
+
+  def _loop_function(self):
+    """The training loop, traced once for any data size and batch size.
+
+    Features `[None, ...]` of the input spec, labels of the label spec, and
+    int64 scalars `first_step`, `num_steps`, `batch_size`: every `fit` and every
+    report use this one trace (and its one graph optimisation).
+    """
+    if self._loop is None:
+      spec = self.input_spec()
+      scalar = tf.TensorSpec([], tf.int64)
+      self._loop = self._run_steps.get_concrete_function(
+          tf.TensorSpec([None] + spec.shape[1:], spec.dtype),
+          tf.TensorSpec([None] + self._label_spec.shape[1:], self._label_spec.dtype),
+          scalar, scalar, scalar)
+    return self._loop
 
   def train_step(self, features, labels) -> tf.Tensor:
     """One Adam step on one (global) batch; returns the loss before the update.
@@ -298,9 +327,13 @@ class Trainer:
       raise WorkerLostError(int(self.step.numpy()), self._collective_timeout, e) from None
 
   def traced_step_graph(self) -> tf.Graph:
-    """The graph of one training step (forward, `tf.gradients`, Adam), for reports."""
-    return self._train_step.get_concrete_function(self.input_spec(),
-                                                  self._label_spec).graph
+    """The graph of one training step (forward, `tf.gradients`, Adam), for reports.
+
+    It is the body of the training loop that `fit` runs: reading it costs no
+    second trace. Ops carry the devices they were given (`op.device`).
+    """
+    self._loop_function()
+    return self._loop_step_graph
 
   @property
   def _collective_timeout(self) -> Optional[float]:
@@ -354,7 +387,9 @@ class Trainer:
     x, y = self.check_data(x, y, 'training data')
     self._check_batch_size(batch_size)
     check_batch_fits(self.model, x, batch_size)
-    x, y = tf.constant(x), tf.constant(y)
+    loop = self._loop_function()
+    x = tf.constant(x, self.input_spec().dtype)
+    y = tf.constant(y, self._label_spec.dtype)
     first = current = int(self.step.numpy())
     if first >= steps:
       raise TfMpError(f'already trained {first} steps; steps={steps} asks for none')
@@ -369,9 +404,9 @@ class Trainer:
       if checkpoint_every:
         end = min(end, (current // checkpoint_every + 1) * checkpoint_every)
       try:
-        losses = self._run_steps(x, y, tf.constant(current, tf.int64),
-                                 tf.constant(end - current, tf.int64),
-                                 batch_size).numpy()
+        losses = loop(x, y, tf.constant(current, tf.int64),
+                      tf.constant(end - current, tf.int64),
+                      tf.constant(batch_size, tf.int64)).numpy()
       except COLLECTIVE_FAILURES as e:
         raise WorkerLostError(current, self._collective_timeout, e) from None
       for offset, loss in enumerate(losses):

@@ -300,7 +300,8 @@ class Pipeline(tf.Module):
     m = self.num_micro_batches
     if m == 1:
       return [tensor]
-    self.check_batch_size(tensor.shape[0])
+    if tensor.shape[0] is not None:  # Else fit checked it, or the assert below does.
+      self.check_batch_size(tensor.shape[0])
     with device_scope(device), tf.name_scope(f'split_{what}'):
       if tensor.shape[0] is None:
         tf.debugging.assert_equal(
