@@ -110,7 +110,8 @@ def quiet_env(**extra) -> dict:
   return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=path, **extra)
 
 
-def run_process(argv: List[str], env: dict = None, first_line: str = None) -> dict:
+def run_process(argv: List[str], env: dict = None, first_line: str = None,
+                cwd: str = ROOT) -> dict:
   """Runs a child to completion: its wall seconds, peak resident MB (its own, from wait4), output.
 
   With `first_line` (a prefix), also `first_line_seconds`: when the child
@@ -123,7 +124,7 @@ def run_process(argv: List[str], env: dict = None, first_line: str = None) -> di
   with tempfile.TemporaryFile('w+') as err:
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
-                            env=env or quiet_env(), cwd=ROOT)
+                            env=env or quiet_env(), cwd=cwd)
     lines = []
     for line in proc.stdout:
       if first is None and first_line is not None and line.startswith(first_line):
