@@ -177,7 +177,7 @@ def create_strategy(kind: str = 'none',
     raise TfMpError(f'strategy {kind} runs one device group per process; got '
                     f'groups {devices!r}; use --strategy mirrored for several')
   if kind == 'none':
-    group = resolve_devices(devices, group_size)
+    group = resolve_devices(devices, group_size, 'sub-models')
     return StrategyLayout('none', None, (tuple(group),))
   if kind == 'mirrored':
     groups = parse_device_groups(devices, group_size)
@@ -223,6 +223,6 @@ def create_strategy(kind: str = 'none',
   with peer_wait.backstop(remaining):
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=resolver, communication_options=options)
-  group = resolve_devices(devices, group_size)
+  group = resolve_devices(devices, group_size, 'sub-models')
   return StrategyLayout('multi_worker', strategy, (tuple(group),), task,
                         collective_timeout or None)

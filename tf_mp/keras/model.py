@@ -370,7 +370,7 @@ def build_model(devices=None, config=None) -> Model:
   if layout is not None:
     devices = list(layout.groups[0]) if any(layout.groups[0]) else None
   scope = layout.scope() if layout is not None else contextlib.nullcontext()
-  placed = resolve_devices(devices, len(config.sub_models))
+  placed = resolve_devices(devices, len(config.sub_models), 'sub-models')
   output_device = placed[0]
 
   def place(layer, device):

@@ -229,7 +229,7 @@ class Pipeline(tf.Module):
       raise TfMpError('a pipeline needs at least one stage; got none')
     self.num_micro_batches = positive_int('num_micro_batches', num_micro_batches)
     self.remat = bool(remat)
-    wanted = (resolve_devices(devices, len(stages)) if devices is not None else
+    wanted = (resolve_devices(devices, len(stages), 'stages') if devices is not None else
               [None] * len(stages))
     built = []
     for k, (stage, device) in enumerate(zip(stages, wanted)):
@@ -422,7 +422,7 @@ def build_pipeline(devices: DeviceSpec = None,
   if not config.stages:
     raise TfMpError('config.stages is empty; expected at least one stage')
   positive_int('num_micro_batches', num_micro_batches)
-  placed = resolve_devices(devices, len(config.stages))
+  placed = resolve_devices(devices, len(config.stages), 'stages')
   stages = [
       PipelineStage(units, placed[k], input_units=config.stage_input_units(k),
                     final=k == len(config.stages) - 1, seed=config.seed,
