@@ -257,12 +257,18 @@ def check_devices_exist(names: Sequence[str],
   """Raises TfMpError naming the first device that does not exist locally."""
   existing = tf.config.list_logical_devices()
   existing_specs = {device_key(d.name) for d in existing}
+  jobs = {tf.DeviceSpec.from_string(d.name).job for d in existing}
   for i, name in enumerate(names):
     spec = tf.DeviceSpec.from_string(name)
+    shown = as_written[i] if as_written else name
     if spec.job not in (None, 'localhost'):
-      continue  # A remote device: only the cluster can say.
+      if spec.job not in jobs:
+        raise TfMpError(f'device {shown!r} is on job {spec.job!r}, but this '
+                        'process is in no cluster with that job (its devices: '
+                        f'{_names(existing)}); expected a local device such as '
+                        '"cpu:0", or strategy multi_worker for a cluster')
+      continue  # A device of the cluster: only the cluster can say more.
     if device_key(name) not in existing_specs:
-      shown = as_written[i] if as_written else name
       raise TfMpError(f'device {shown!r} does not exist; this machine has: '
                       f'{_names(existing)}')
 

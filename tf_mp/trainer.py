@@ -50,7 +50,7 @@ def check_loss_inputs(logits, labels) -> None:
       kind = np.dtype(tf.as_dtype(dtype).as_numpy_dtype).kind if dtype is not None else None
     except TypeError:
       kind = None
-    if kind not in kinds:
+    if kind is None or kind not in kinds:
       raise TfMpError(f'sparse_softmax_loss: {name} {short_repr(value)} must be '
                       f'{"a float" if kinds == "f" else "an integer"} tensor')
   logits_shape, labels_shape = tf.TensorShape(logits.shape), tf.TensorShape(labels.shape)
