@@ -145,6 +145,6 @@ def trainer_of(value, model=None, name: str = 'trainer'):
   """
   has_attributes(name, value, ('model', 'optimizer', 'step'), 'a tf_mp.Trainer')
   if model is not None and value.model is not model:
-    raise TfMpError(f'{name} trains a {type(value.model).__name__}, not this '
-                    f'{type(model).__name__}; expected the Trainer of this model')
+    raise TfMpError(f'{name} trains a different model than the one given; '
+                    'expected Trainer(model) for this model')
   return value

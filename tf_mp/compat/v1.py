@@ -61,9 +61,7 @@ def _optimizer_variables(model: tf.Module, trainer) -> Dict[str, tf.Variable]:
   """TF1 name -> optimizer variable of `trainer` (empty when `trainer` is None)."""
   if trainer is None:
     return {}
-  if getattr(trainer, 'model', model) is not model:
-    raise TfMpError('trainer trains a different model than the one given; '
-                    'expected Trainer(model) for this model')
+  checks.trainer_of(trainer, model)
   return dict(trainer.optimizer.slots())
 
 

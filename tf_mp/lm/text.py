@@ -208,7 +208,7 @@ def prepare_corpus(text: str, context: int, *, source: str = 'text',
   Raises:
     TfMpError: the text is empty or too short for `context`.
   """
-  checks.text(source, text, 'text (a str; decode bytes first)')
+  checks.text(source, text, 'a str (decode bytes first)')
   if not text:
     raise TfMpError(f'{source} is empty; expected text to train on')
   positive_int('context', context)
