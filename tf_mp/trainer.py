@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.adam import Adam
-from tf_mp.checks import (finite_number, instance_of,
-                          optional_callable, positive_int, short_repr)
+from tf_mp.checks import (finite_number, instance_of, optional_callable,
+                          positive_int, short_repr)
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.devices import device_scope
 from tf_mp.distribute.strategies import COLLECTIVE_FAILURES, StrategyLayout
