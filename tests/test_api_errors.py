@@ -73,7 +73,7 @@ _CASES = (
     ('resolve_number', lambda: tf_mp.resolve_devices(123, 3),
      'devices 123 is not a device list'),
     ('resolve_too_many', lambda: tf_mp.resolve_devices('cpu:0,cpu:1', 1),
-     "devices 'cpu:0,cpu:1' name 2 devices but only 1 are used"),
+     "devices 'cpu:0,cpu:1' name 2 devices but only 1 is used (one per placement)"),
     ('logical_cpus_text', lambda: tf_mp.ensure_logical_cpus('x'),
      "count of logical CPUs must be a positive integer, got 'x'"),
     ('logical_cpus_none', lambda: tf_mp.ensure_logical_cpus(None),

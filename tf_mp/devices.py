@@ -247,8 +247,9 @@ def check_device_count(spec, count: int, what: str = 'placements',
     if len(names) > count:
       shown = as_written if as_written is not None else group
       shown = shown.strip() if isinstance(shown, str) else ','.join(map(str, shown))
+      used = f'{count} is' if count == 1 else f'{count} are'
       raise TfMpError(f'devices {shown!r} name {len(names)} devices but only '
-                      f'{count} are used (one per {what.rstrip("s")}); '
+                      f'{used} used (one per {what.rstrip("s")}); '
                       f'expected at most {count}')
 
 
