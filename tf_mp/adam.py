@@ -20,6 +20,7 @@ from typing import Iterable, Sequence, Tuple
 
 import tensorflow as tf
 
+from tf_mp.checks import finite_number
 from tf_mp.devices import device_scope
 from tf_mp.errors import TfMpError
 
@@ -46,8 +47,7 @@ class Adam(tf.Module):
     super().__init__(name=name)
     for label, value in (('learning_rate', learning_rate), ('beta1', beta1),
                          ('beta2', beta2), ('epsilon', epsilon)):
-      if not isinstance(value, (int, float)) or not value >= 0 or value == float('inf'):
-        raise TfMpError(f'Adam {label} must be a finite number >= 0, got {value!r}')
+      finite_number(f'Adam {label}', value, minimum=0)
     if not 0 <= beta1 < 1 or not 0 <= beta2 < 1:
       raise TfMpError(f'Adam betas must be in [0, 1), got beta1={beta1}, beta2={beta2}')
     self.learning_rate = float(learning_rate)

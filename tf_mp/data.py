@@ -8,12 +8,12 @@ the TF1 reference program can feed the very same rows.
 import hashlib
 import os
 import zipfile
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from tf_mp.checks import non_negative_int, positive_int
+from tf_mp.checks import non_negative_int, numeric_array, positive_int
 from tf_mp.errors import TfMpError
 
 SYNTHETIC_EXAMPLES = 4096
@@ -45,9 +45,11 @@ def synthetic_data(seed: int = 0,
   return x, y
 
 
-def check_arrays(x, y, source: str, input_units: int = 128,
-                 num_classes: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+def check_arrays(x, y, source: str, input_units: Optional[int] = 128,
+                 num_classes: Optional[int] = 10) -> Tuple[np.ndarray, np.ndarray]:
   """Checks features and labels; returns them as float32 and int32.
+
+  `input_units=None` accepts any width; `num_classes=None` any label >= 0.
 
   Raises:
     TfMpError: naming `source`, the offending shape or value and what was
@@ -56,9 +58,10 @@ def check_arrays(x, y, source: str, input_units: int = 128,
   """
   x = _as_array(x, 'x', source)
   y = _as_array(y, 'y', source)
-  if x.ndim != 2 or x.shape[1] != input_units or x.shape[0] < 1:
+  width = x.shape[1] if input_units is None and x.ndim == 2 else input_units
+  if x.ndim != 2 or x.shape[1] != width or x.shape[0] < 1:
     raise TfMpError(f"{source}: 'x' has shape {list(x.shape)}; expected "
-                    f'[n, {input_units}] with n >= 1')
+                    f'[n, {width or "features"}] with n >= 1')
   if not np.issubdtype(x.dtype, np.floating):
     raise TfMpError(f"{source}: 'x' has dtype {x.dtype}; expected float32")
   if y.shape != (x.shape[0],):
@@ -72,11 +75,11 @@ def check_arrays(x, y, source: str, input_units: int = 128,
     row, col = np.argwhere(~finite)[0]
     raise TfMpError(f"{source}: 'x' contains a non-finite value ({x[row, col]}) "
                     f'at row {row}, column {col}; expected finite floats')
-  bad = (y < 0) | (y >= num_classes)
+  bad = (y < 0) | (y >= num_classes) if num_classes is not None else y < 0
   if bad.any():
     row = int(np.argmax(bad))
     raise TfMpError(f"{source}: label {y[row]} at row {row} is outside "
-                    f'[0, {num_classes})')
+                    f'[0, {"classes" if num_classes is None else num_classes})')
   return x.astype(np.float32, copy=False), y.astype(np.int32, copy=False)
 
 
@@ -93,9 +96,12 @@ def _as_array(value, name: str, source: str) -> np.ndarray:
 def data_identity(x, y) -> str:
   """A short fingerprint of a data set (SHA-256 of shapes, dtypes and bytes).
 
+  Raises TfMpError unless `x` and `y` are arrays of numbers.
+
   For the run settings of `tf_mp.TrainingCheckpoints`: resuming on other data
   is refused even when the file name is the same.
   """
+  x, y = numeric_array("'x'", x), numeric_array("'y'", y)
   digest = hashlib.sha256()
   for array in (np.ascontiguousarray(x), np.ascontiguousarray(y)):
     digest.update(f'{array.dtype.str}{array.shape}'.encode())
@@ -111,6 +117,8 @@ def load_npz(path: str, input_units: int = 128,
     TfMpError: the file is missing, not a readable `.npz`, lacks `x` or `y`,
       or fails `check_arrays`.
   """
+  positive_int('input_units', input_units)
+  positive_int('num_classes', num_classes)
   expected = f"expected a .npz with 'x' [n, {input_units}] float32 and 'y' [n] integer"
   if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
     raise TfMpError(f'data file {path!r} is not a path; {expected}')
@@ -147,6 +155,10 @@ def batch_indices(step: int, batch_size: int, num_examples: int) -> np.ndarray:
   non_negative_int('step', step)
   positive_int('batch_size', batch_size)
   positive_int('num_examples', num_examples)
+  if (step + 1) * batch_size > np.iinfo(np.int64).max:
+    raise TfMpError(f'step {step} with batch_size {batch_size} passes row '
+                    f'{(step + 1) * batch_size:,}, beyond int64; expected '
+                    f'step * batch_size below {np.iinfo(np.int64).max:,}')
   return (step * batch_size + np.arange(batch_size)) % num_examples
 
 

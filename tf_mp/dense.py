@@ -4,8 +4,11 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from tf_mp.devices import device_scope
+from tf_mp.checks import integer, optional_callable, positive_int
+from tf_mp.devices import device_scope, resolve_devices
+from tf_mp.features import check_features
 from tf_mp.initializers import glorot_uniform
+from tf_mp.memory import check_parameters_fit
 
 
 class Dense(tf.Module):
@@ -26,10 +29,13 @@ class Dense(tf.Module):
                seed: int = 0,
                name: Optional[str] = None):
     super().__init__(name=name)
-    self.input_units = input_units
-    self.output_units = output_units
-    self.activation = activation
-    self.device = device
+    self.input_units = positive_int('Dense input_units', input_units)
+    self.output_units = positive_int('Dense output_units', output_units)
+    self.activation = optional_callable('Dense activation', activation)
+    self.device = resolve_devices([device], 1)[0] if device is not None else None
+    integer('Dense seed', seed)
+    check_parameters_fit((input_units + 1) * output_units,
+                         f'Dense({input_units}, {output_units})')
     with self.name_scope, device_scope(device):
       scope = self.name_scope.name  # e.g. 'sub_model_1/hidden/'
       self.kernel = tf.Variable(
@@ -39,6 +45,13 @@ class Dense(tf.Module):
 
   @tf.Module.with_name_scope
   def __call__(self, inputs: tf.Tensor) -> tf.Tensor:
+    """`activation(inputs @ kernel + bias)`; inputs float32 `[..., input_units]`.
+
+    Raises:
+      TfMpError: the inputs are not float32 or their last axis is not
+        `input_units` (checked from the static shape, so while tracing too).
+    """
+    check_features(inputs, self.input_units, self.name, any_rank=True)
     with device_scope(self.device):
       outputs = tf.matmul(inputs, self.kernel) + self.bias
       return self.activation(outputs) if self.activation else outputs

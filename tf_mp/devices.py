@@ -15,6 +15,7 @@ from typing import Dict, Optional, Sequence, Union
 
 import tensorflow as tf
 
+from tf_mp.checks import positive_int
 from tf_mp.errors import TfMpError
 
 DeviceSpec = Union[None, str, Sequence[str]]
@@ -44,7 +45,11 @@ def canonical_device(name: str) -> str:
   text = name.strip()
   match = _SHORT_NAME.match(text)
   if match:
+    _check_index(name, match.group(2))
     return f'/device:{match.group(1).upper()}:{int(match.group(2))}'
+  if re.search(r'(?:^|/|:)(?:cpu|gpu|tpu)(?::-|$)', text, re.IGNORECASE):
+    raise TfMpError(f'device name {name!r} has no device index >= 0; expected '
+                    'e.g. "cpu:0" or "/device:GPU:1"')
   try:
     spec = tf.DeviceSpec.from_string(text)
   except (ValueError, TypeError) as e:
@@ -53,7 +58,21 @@ def canonical_device(name: str) -> str:
   if spec.device_type is None:
     raise TfMpError(f'device name {name!r} names no device type; expected e.g. '
                     '"cpu:0" or "/job:worker/task:0/device:GPU:1"')
+  if spec.device_index is None:
+    raise TfMpError(f'device name {name!r} names no device index; expected e.g. '
+                    f'"{spec.device_type.lower()}:0"')
+  _check_index(name, spec.device_index)
   return spec.to_string()
+
+
+# TensorFlow keeps a device index in an int32; a larger one is no device at all.
+_MAX_DEVICE_INDEX = 2**31 - 1
+
+
+def _check_index(name: str, index) -> None:
+  if not 0 <= int(index) <= _MAX_DEVICE_INDEX:
+    raise TfMpError(f'device name {name!r} has index {int(index)}; expected an '
+                    f'index from 0 to {_MAX_DEVICE_INDEX}')
 
 
 def split_device_list(spec: str) -> list:
@@ -72,8 +91,10 @@ def ensure_logical_cpus(count: int) -> None:
   has not started yet; afterwards it can only check.
 
   Raises:
-    TfMpError: the runtime already started with fewer CPU devices.
+    TfMpError: `count` is not a positive integer, or the runtime already
+      started with fewer CPU devices.
   """
+  count = positive_int('count of logical CPUs', count)
   cpus = tf.config.list_physical_devices('CPU')
   configured = tf.config.get_logical_device_configuration(cpus[0])
   if configured is not None and len(configured) >= count:
@@ -131,7 +152,8 @@ def available_devices() -> list:
   return [canonical_device(d.name) for d in tf.config.list_logical_devices()]
 
 
-def resolve_devices(spec: DeviceSpec = 'auto', count: int = 3) -> list:
+def resolve_devices(spec: DeviceSpec = 'auto', count: int = 3,
+                    what: str = 'placements') -> list:
   """Turns a device request into `count` checked device names.
 
   Args:
@@ -141,16 +163,19 @@ def resolve_devices(spec: DeviceSpec = 'auto', count: int = 3) -> list:
       `count`) and otherwise `count` logical CPU devices. Naming `cpu:k` creates
       the logical CPU devices up to k if the runtime has not started.
     count: how many placements are wanted (one per sub-model or stage). A list
-      shorter than `count` is used round-robin.
+      shorter than `count` is used round-robin; a longer one is refused.
+    what: what the placements are for, plural (`'sub-models'`, `'stages'`),
+      for the message that refuses a list naming more than `count` devices.
 
   Returns:
     A list of `count` canonical device names (or `None`s).
 
   Raises:
-    TfMpError: a name is malformed or names a device that does not exist.
+    TfMpError: `count` is not a positive integer, `spec` is not a device
+      request, names more than `count` devices, or a name is malformed or
+      names a device that does not exist.
   """
-  if count < 1:
-    raise TfMpError(f'count must be at least 1, got {count}')
+  count = positive_int('count', count)
   if spec is None:
     return [None] * count
   if isinstance(spec, str) and spec.strip().lower() == 'auto':
@@ -161,9 +186,8 @@ def resolve_devices(spec: DeviceSpec = 'auto', count: int = 3) -> list:
       ensure_logical_cpus(count)
       names = [f'/device:CPU:{i}' for i in range(count)]
     return names
-  requested = split_device_list(spec) if isinstance(spec, str) else list(spec)
-  if not requested:
-    raise TfMpError('device list is empty; expected at least one device name')
+  requested = device_list(spec)
+  check_device_count(requested, count, what, spec)
   names = [canonical_device(name) for name in requested]
   cpu_indices = [
       tf.DeviceSpec.from_string(n).device_index or 0
@@ -180,17 +204,72 @@ def resolve_devices(spec: DeviceSpec = 'auto', count: int = 3) -> list:
   return [names[i % len(names)] for i in range(count)]
 
 
+def device_list(spec) -> list:
+  """The names of a comma-separated string or a list/tuple (not yet checked).
+
+  Raises:
+    TfMpError: `spec` is neither, or the list is empty.
+  """
+  if isinstance(spec, str):
+    requested = split_device_list(spec)
+  elif isinstance(spec, (list, tuple)):
+    requested = list(spec)
+  else:
+    raise TfMpError(f'devices {spec!r} is not a device list; expected e.g. '
+                    '"cpu:0,cpu:1,cpu:2", ["gpu:0", "gpu:1"], "auto" or None')
+  if not requested:
+    raise TfMpError('device list is empty; expected at least one device name')
+  return requested
+
+
+def check_device_count(spec, count: int, what: str = 'placements',
+                       as_written=None) -> None:
+  """Refuses a device request naming more than `count` devices.
+
+  Fewer are used round-robin; more would be dropped without a word. `'auto'`
+  and None pass; a `;`-separated string is checked group by group.
+
+  Args:
+    spec: a device list (string or sequence of names), `'auto'` or None.
+    count: how many devices are used.
+    what: what they are used for, plural (`'sub-models'`, `'stages'`).
+    as_written: the request as the user wrote it, for the message.
+
+  Raises:
+    TfMpError: naming the list, how many it names and how many are used.
+  """
+  if spec is None or (isinstance(spec, str) and spec.strip().lower() == 'auto'):
+    return
+  groups = spec.split(';') if isinstance(spec, str) else [spec]
+  for group in groups:
+    names = ([n for n in group.split(',') if n.strip()] if isinstance(group, str)
+             else list(group))
+    if len(names) > count:
+      shown = as_written if as_written is not None else group
+      shown = shown.strip() if isinstance(shown, str) else ','.join(map(str, shown))
+      used = f'{count} is' if count == 1 else f'{count} are'
+      raise TfMpError(f'devices {shown!r} name {len(names)} devices but only '
+                      f'{used} used (one per {what.rstrip("s")}); '
+                      f'expected at most {count}')
+
+
 def check_devices_exist(names: Sequence[str],
                         as_written: Optional[Sequence[str]] = None) -> None:
   """Raises TfMpError naming the first device that does not exist locally."""
   existing = tf.config.list_logical_devices()
   existing_specs = {device_key(d.name) for d in existing}
+  jobs = {tf.DeviceSpec.from_string(d.name).job for d in existing}
   for i, name in enumerate(names):
     spec = tf.DeviceSpec.from_string(name)
+    shown = as_written[i] if as_written else name
     if spec.job not in (None, 'localhost'):
-      continue  # A remote device: only the cluster can say.
+      if spec.job not in jobs:
+        raise TfMpError(f'device {shown!r} is on job {spec.job!r}, but this '
+                        'process is in no cluster with that job (its devices: '
+                        f'{_names(existing)}); expected a local device such as '
+                        '"cpu:0", or strategy multi_worker for a cluster')
+      continue  # A device of the cluster: only the cluster can say more.
     if device_key(name) not in existing_specs:
-      shown = as_written[i] if as_written else name
       raise TfMpError(f'device {shown!r} does not exist; this machine has: '
                       f'{_names(existing)}')
 
@@ -265,6 +344,7 @@ def parse_device_groups(spec: GroupSpec = 'auto', group_size: int = 3) -> list:
     TfMpError: a device is malformed or missing, a flat list cannot be divided
       into groups, or two groups share a device.
   """
+  group_size = positive_int('group_size', group_size)
   if spec is None:
     raise TfMpError('device groups are needed for a replicated strategy; got '
                     'None, expected e.g. "cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5"')
@@ -281,15 +361,15 @@ def parse_device_groups(spec: GroupSpec = 'auto', group_size: int = 3) -> list:
     else:
       raw_groups = _cut(split_device_list(spec), group_size, spec)
   else:
-    items = list(spec)
+    items = device_list(spec)
     if items and all(isinstance(item, str) for item in items):
       raw_groups = _cut(items, group_size, ','.join(items))
     else:
-      raw_groups = [list(group) for group in items]
+      raw_groups = [device_list(group) for group in items]
   if not raw_groups:
     raise TfMpError('device groups are empty; expected at least one group')
   make_cpus_for(name for group in raw_groups for name in group)
-  groups = [resolve_devices(group, group_size) for group in raw_groups]
+  groups = [resolve_devices(group, group_size, 'sub-models') for group in raw_groups]
   owner = {}
   for index, group in enumerate(groups):
     for device in set(group):

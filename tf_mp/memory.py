@@ -109,5 +109,38 @@ def check_batch_fits(model, x, batch_size: int,
                     f'memory available; expected a batch of at most about {fits:,}')
 
 
+# A variable, Adam's two slots beside it, and its initial value while created.
+PARAMETER_COPIES = 4
+
+
+def check_parameters_fit(count: int, what: str,
+                         available_bytes: Optional[int] = None) -> None:
+  """Raises TfMpError, before anything is allocated, if `count` parameters cannot fit.
+
+  A layer or model far too large for the machine otherwise fails in
+  TensorFlow's random initializer with a long `ResourceExhaustedError` (or
+  takes the machine's memory first). The estimate is the float32 parameters
+  times `PARAMETER_COPIES` (Adam's slots and the initial values), compared
+  with `available_memory_bytes()`; it says nothing of a GPU's memory.
+
+  Args:
+    count: the number of float32 parameters.
+    what: what holds them, for the message, e.g. 'Dense(1000000, 1000000)'.
+    available_bytes: memory to compare against; default
+      `available_memory_bytes()`.
+
+  Raises:
+    TfMpError: naming `what`, the parameters, the bytes and the memory.
+  """
+  needed = int(count) * BYTES_PER_VALUE * PARAMETER_COPIES
+  if available_bytes is None:
+    available_bytes = available_memory_bytes()
+  if available_bytes is not None and needed > available_bytes:
+    raise TfMpError(f'{what} has {int(count):,} parameters, which need about '
+                    f'{_gib(needed)} with their optimizer state (estimated), more '
+                    f'than the {_gib(available_bytes)} of memory available; '
+                    'expected smaller widths')
+
+
 def _gib(count: int) -> str:
   return f'{count / 2**30:.1f} GiB'

@@ -5,12 +5,12 @@ from typing import Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from tf_mp.checks import positive_int
 from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
 from tf_mp.devices import DeviceSpec, resolve_devices
-from tf_mp.checks import integer, positive_int
+from tf_mp.checks import instance_of, integer, positive_int
 from tf_mp.errors import TfMpError
+from tf_mp.memory import check_parameters_fit
 from tf_mp.ops import concat as concat_ops
 from tf_mp.sub_models import SubModel, check_features
 
@@ -65,6 +65,15 @@ class ModelConfig:
     if self.concat not in concat_ops.PATHS:
       raise TfMpError(f'concat {self.concat!r} is not one of "auto", "custom", '
                       '"tf"')
+    # Widths far beyond the machine fail here, not in TensorFlow's initializer.
+    check_parameters_fit(self.parameter_count, 'ModelConfig')
+
+  @property
+  def parameter_count(self) -> int:
+    """Kernels and biases of the sub-models and the head."""
+    subs = sum((self.input_units + 1) * s.hidden_units +
+               (s.hidden_units + 1) * s.output_units for s in self.sub_models)
+    return subs + (self.concat_units + 1) * self.num_classes
 
   @property
   def concat_units(self) -> int:
@@ -144,19 +153,13 @@ def build_model(devices: DeviceSpec = None,
     TfMpError: a device does not exist, the config is invalid, or concat is
       'custom' and the custom op is not usable.
   """
-  if config is None:
-    config = ModelConfig()
-  if not isinstance(config, ModelConfig):
-    raise TfMpError(f'config must be a tf_mp.ModelConfig, got {config!r}')
-  if devices is not None and not isinstance(devices, (str, list, tuple)):
-    raise TfMpError(f'devices {devices!r} is not a device list; expected e.g. '
-                    '"cpu:0,cpu:1,cpu:2", ["gpu:0", "gpu:1", "gpu:2"], "auto" '
-                    'or None')
+  config = instance_of('config', ModelConfig() if config is None else config,
+                       ModelConfig, 'a tf_mp.ModelConfig')
   if concat is not None:
     config = dataclasses.replace(config, concat=concat)
   if config.concat == 'custom':
     concat_ops.require_custom_concat()  # fail now, not in the first step
-  placed = resolve_devices(devices, len(config.sub_models))
+  placed = resolve_devices(devices, len(config.sub_models), 'sub-models')
   sub_models = [
       SubModel(placed[k], input_units=config.input_units,
                hidden_units=sub.hidden_units, output_units=sub.output_units,

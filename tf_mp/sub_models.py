@@ -4,10 +4,11 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tf_mp.checks import integer, positive_int
 from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
 from tf_mp.devices import resolve_devices
-from tf_mp.errors import TfMpError
+from tf_mp.features import check_features  # pylint: disable=unused-import (re-exported)
 
 
 class SubModel(tf.Module):
@@ -36,8 +37,8 @@ class SubModel(tf.Module):
     for label, value in (('input_units', input_units),
                          ('hidden_units', hidden_units),
                          ('output_units', output_units)):
-      if not isinstance(value, int) or value < 1:
-        raise TfMpError(f'{name}: {label} must be a positive integer, got {value!r}')
+      positive_int(f'{name}: {label}', value)
+    integer(f'{name}: seed', seed)
     self.device = resolve_devices([device], 1)[0] if device else None
     self.input_units = input_units
     self.output_units = output_units
@@ -52,43 +53,6 @@ class SubModel(tf.Module):
     check_features(inputs, self.input_units, self.name)
     with device_scope(self.device):
       return self.output(self.hidden(inputs))
-
-
-def check_features(inputs, input_units: int, where: str) -> None:
-  """Raises TfMpError unless `inputs` is float32 `[batch, input_units]` (batch may be unknown).
-
-  Other dtypes are refused rather than cast: float64 would silently lose
-  precision and integers are usually a mistake (labels passed as features).
-  Python lists of numbers are accepted as float32, as `tf.constant` would.
-  """
-  dtype = getattr(inputs, 'dtype', None)
-  if dtype is None:
-    try:
-      inputs = tf.convert_to_tensor(inputs, tf.float32)
-    except (TypeError, ValueError) as e:
-      raise TfMpError(f'{where}: inputs {_short(inputs)} are not float32 numbers '
-                      f'({str(e).splitlines()[0][:100]}); expected float32 '
-                      f'[batch, {input_units}]') from None
-  else:
-    try:
-      dtype = tf.as_dtype(dtype)
-    except TypeError:
-      dtype = None
-    if dtype != tf.float32:
-      name = dtype.name if dtype is not None else str(getattr(inputs, 'dtype'))
-      raise TfMpError(f'{where}: inputs have dtype {name}; expected float32 '
-                      f'[batch, {input_units}] (convert with tf.cast(x, '
-                      'tf.float32) if that is what you mean)')
-  shape = tf.TensorShape(getattr(inputs, 'shape', None))
-  if shape.rank is not None and (shape.rank != 2 or
-                                 shape[-1] not in (None, input_units)):
-    raise TfMpError(f'{where}: inputs have shape {shape.as_list()}; expected '
-                    f'[batch, {input_units}]')
-
-
-def _short(value) -> str:
-  text = repr(value)
-  return text if len(text) <= 40 else text[:37] + '...'
 
 
 def sub_model_1(device: Optional[str] = None,

@@ -18,19 +18,53 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.adam import Adam
-from tf_mp.checks import positive_int
+from tf_mp.checks import (finite_number, instance_of, optional_callable,
+                          positive_int, short_repr)
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.devices import device_scope
-from tf_mp.distribute.strategies import COLLECTIVE_FAILURES
+from tf_mp.distribute.strategies import COLLECTIVE_FAILURES, StrategyLayout
 from tf_mp.errors import TfMpError, TrainingDivergedError, WorkerLostError
 from tf_mp.memory import check_batch_fits
 
 
 def sparse_softmax_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-  """Mean sparse softmax cross-entropy: logits `[batch, ..., classes]`, labels `[batch, ...]`."""
+  """Mean sparse softmax cross-entropy: logits `[batch, ..., classes]`, labels `[batch, ...]`.
+
+  Raises:
+    TfMpError: the logits are not floats, the labels not integers, their
+      shapes do not match, or (for concrete labels) a label is outside
+      `[0, classes)`. Shapes and dtypes are checked while tracing too;
+      inside `tf.function` the label values are `Trainer`'s data check's.
+  """
+  check_loss_inputs(logits, labels)
   return tf.reduce_mean(
       tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
                                                      logits=logits))
+
+
+def check_loss_inputs(logits, labels) -> None:
+  """The checks of `sparse_softmax_loss` (see there), as one TfMpError line."""
+  for name, value, kinds in (('logits', logits, 'f'), ('labels', labels, 'iu')):
+    dtype = getattr(value, 'dtype', None)
+    try:
+      kind = np.dtype(tf.as_dtype(dtype).as_numpy_dtype).kind if dtype is not None else None
+    except TypeError:
+      kind = None
+    if kind is None or kind not in kinds:
+      raise TfMpError(f'sparse_softmax_loss: {name} {short_repr(value)} must be '
+                      f'{"a float" if kinds == "f" else "an integer"} tensor')
+  logits_shape, labels_shape = tf.TensorShape(logits.shape), tf.TensorShape(labels.shape)
+  if (logits_shape.rank is not None and labels_shape.rank is not None and
+      not logits_shape[:-1].is_compatible_with(labels_shape)):
+    raise TfMpError(f'sparse_softmax_loss: labels have shape {labels_shape.as_list()}; '
+                    f'expected the logits\' shape without its last axis '
+                    f'{logits_shape[:-1].as_list()}')
+  classes = logits_shape[-1] if logits_shape.rank else None
+  if classes is not None and not tf.is_symbolic_tensor(labels):
+    values = np.asarray(labels)
+    if values.size and (values.min() < 0 or values.max() >= classes):
+      bad = values.min() if values.min() < 0 else values.max()
+      raise TfMpError(f'sparse_softmax_loss: label {bad} is outside [0, {classes})')
 
 
 @runtime_checkable
@@ -134,6 +168,13 @@ class Trainer:
     if not callable(model) or not hasattr(model, 'trainable_variables'):
       raise TfMpError(f'model {type(model).__name__} is not trainable: expected a '
                       'callable with trainable_variables (e.g. a tf.Module)')
+    finite_number('learning_rate', learning_rate, positive=True)
+    optional_callable('loss_fn', loss_fn)
+    if strategy is not None:
+      instance_of('strategy', strategy, StrategyLayout,
+                  'a tf_mp.distribute.StrategyLayout (from create_strategy) or None')
+    if input_spec is not None:
+      instance_of('input_spec', input_spec, tf.TensorSpec, 'a tf.TensorSpec or None')
     self.model = model
     self.loss_fn = loss_fn
     self.layout = strategy if strategy is not None and strategy.distributed else None
@@ -382,6 +423,9 @@ class Trainer:
     steps = positive_int('steps', steps)
     batch_size = positive_int('batch_size', batch_size)
     log_every = positive_int('log_every', log_every)
+    for name, function in (('on_log', on_log), ('on_checkpoint', on_checkpoint),
+                           ('should_stop', should_stop)):
+      optional_callable(name, function)
     if checkpoint_every is not None:
       checkpoint_every = positive_int('checkpoint_every', checkpoint_every)
     x, y = self.check_data(x, y, 'training data')

@@ -19,6 +19,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tf_mp import checks
 from tf_mp.adam import variable_name
 from tf_mp.errors import TfMpError
 from tf_mp.files import write_text_atomic
@@ -60,9 +61,7 @@ def _optimizer_variables(model: tf.Module, trainer) -> Dict[str, tf.Variable]:
   """TF1 name -> optimizer variable of `trainer` (empty when `trainer` is None)."""
   if trainer is None:
     return {}
-  if getattr(trainer, 'model', model) is not model:
-    raise TfMpError('trainer trains a different model than the one given; '
-                    'expected Trainer(model) for this model')
+  checks.trainer_of(trainer, model)
   return dict(trainer.optimizer.slots())
 
 
@@ -142,6 +141,7 @@ def load_tf1_checkpoint(model: tf.Module, path, trainer=None) -> List[str]:
       Inf, or `global_step` is negative (every such entry named). The model
       and the trainer are then unchanged.
   """
+  _check_model_and_trainer(model, trainer)
   prefix = _checkpoint_prefix(path)
   try:
     reader = tf.train.load_checkpoint(prefix)
@@ -234,6 +234,13 @@ def _write_checkpoint_state(prefix: str) -> None:
   write_text_atomic(path, state, 'checkpoint state file')
 
 
+def _check_model_and_trainer(model, trainer) -> None:
+  """TfMpError unless `model` is a module and `trainer` None or its Trainer."""
+  checks.module('model', model)
+  if trainer is not None:
+    checks.trainer_of(trainer, model)
+
+
 def save_tf1_checkpoint(model: tf.Module, path, trainer=None) -> str:
   """Writes `model` (and `trainer`'s Adam state) as a TF1 `Saver` checkpoint.
 
@@ -254,6 +261,7 @@ def save_tf1_checkpoint(model: tf.Module, path, trainer=None) -> str:
   Raises:
     TfMpError: `path` is not a path, names a directory, or cannot be written.
   """
+  _check_model_and_trainer(model, trainer)
   if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
     raise TfMpError(f'checkpoint path {path!r} is not a path; expected a prefix '
                     'such as "ckpt/model"')

@@ -6,6 +6,7 @@ import json
 import socket
 from typing import Optional
 
+from tf_mp.checks import non_negative_int, short_repr
 from tf_mp.errors import TfMpError
 
 
@@ -39,6 +40,9 @@ def parse_tf_config(text: Optional[str]) -> ClusterTask:
   """
   example = ('expected e.g. {"cluster": {"worker": ["127.0.0.1:12345", '
              '"127.0.0.1:12346"]}, "task": {"type": "worker", "index": 0}}')
+  if text is not None and not isinstance(text, str):
+    raise TfMpError(f'TF_CONFIG must be a JSON string, got {short_repr(text)}; '
+                    f'{example}')
   if text is None or not text.strip():
     raise TfMpError(f'strategy multi_worker needs the TF_CONFIG environment '
                     f'variable; it is not set; {example}')
@@ -90,8 +94,15 @@ def free_loopback_ports(count: int) -> list:
   are released before they are returned, so another process may take one in
   between; the workers then fail to start with a clear error.
   """
-  with contextlib.ExitStack() as stack:
-    sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-    for s in sockets:
-      s.bind(('127.0.0.1', 0))
-    return [s.getsockname()[1] for s in sockets]
+  count = non_negative_int('count of ports', count)
+  try:
+    with contextlib.ExitStack() as stack:
+      sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+      for s in sockets:
+        s.bind(('127.0.0.1', 0))
+      return [s.getsockname()[1] for s in sockets]
+  except OSError as e:
+    # How many sockets a process may open (and how many ports are free) is
+    # only known by trying.
+    raise TfMpError(f'cannot reserve {count} loopback ports ({e.strerror}); '
+                    'expected a count this process can open') from None

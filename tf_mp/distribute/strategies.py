@@ -32,6 +32,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from tf_mp.checks import finite_number, positive_int
 from tf_mp.devices import (GroupSpec, canonical_device, ensure_logical_cpus,
                            make_cpus_for, parse_device_groups, remapped_devices,
                            resolve_devices, short_device_name, split_device_list)
@@ -168,16 +169,15 @@ def create_strategy(kind: str = 'none',
     peer_wait.PeerWaitInterrupted: SIGINT or SIGTERM while waiting for peers.
   """
   kind = check_strategy_name(kind)
-  if collective_timeout is not None and (
-      isinstance(collective_timeout, bool) or
-      not isinstance(collective_timeout, (int, float)) or collective_timeout < 0):
-    raise TfMpError(f'collective timeout must be a number of seconds >= 0, got '
-                    f'{collective_timeout!r}')
+  if collective_timeout is not None:
+    finite_number('collective timeout', collective_timeout, minimum=0)
+  peer_timeout = peer_wait.check_peer_timeout(peer_timeout)
+  group_size = positive_int('group_size', group_size)
   if kind != 'mirrored' and isinstance(devices, str) and ';' in devices:
     raise TfMpError(f'strategy {kind} runs one device group per process; got '
                     f'groups {devices!r}; use --strategy mirrored for several')
   if kind == 'none':
-    group = resolve_devices(devices, group_size)
+    group = resolve_devices(devices, group_size, 'sub-models')
     return StrategyLayout('none', None, (tuple(group),))
   if kind == 'mirrored':
     groups = parse_device_groups(devices, group_size)
@@ -192,7 +192,6 @@ def create_strategy(kind: str = 'none',
     strategy = tf.distribute.MirroredStrategy(devices=leads,
                                               cross_device_ops=cross_device_ops)
     return StrategyLayout('mirrored', strategy, tuple(map(tuple, groups)))
-  peer_timeout = peer_wait.check_peer_timeout(peer_timeout)
   task = parse_tf_config(tf_config)
   # Collectives must be configured before the runtime starts, and checking
   # devices starts it: create the logical CPUs, then the strategy, then check.
@@ -223,6 +222,6 @@ def create_strategy(kind: str = 'none',
   with peer_wait.backstop(remaining):
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=resolver, communication_options=options)
-  group = resolve_devices(devices, group_size)
+  group = resolve_devices(devices, group_size, 'sub-models')
   return StrategyLayout('multi_worker', strategy, (tuple(group),), task,
                         collective_timeout or None)

@@ -10,6 +10,7 @@ from keras.src.losses import loss as keras_loss_module
 from keras.src.models import functional as keras_functional
 from keras.src.models.model import functional_init_arguments
 
+from tf_mp.checks import instance_of
 from tf_mp.devices import device_scope, resolve_devices
 from tf_mp.errors import TfMpError
 from tf_mp.keras.layers import (NameSeededGlorotUniform, OnDevice, SubModel,
@@ -358,11 +359,8 @@ def build_model(devices=None, config=None) -> Model:
   Raises:
     TfMpError: a device does not exist or the config is invalid.
   """
-  config = config or ModelConfig()
-  if not isinstance(config, ModelConfig):
-    raise TfMpError(f'config must be a tf_mp.ModelConfig, got {type(config).__name__}')
-  if not config.sub_models:
-    raise TfMpError('config.sub_models is empty; expected at least one sub-model')
+  config = instance_of('config', ModelConfig() if config is None else config,
+                       ModelConfig, 'a tf_mp.ModelConfig')
   if config.concat != 'tf':
     raise TfMpError(f'concat {config.concat!r}: the Keras form joins with '
                     'keras.layers.Concatenate; expected concat="tf"')
@@ -370,7 +368,7 @@ def build_model(devices=None, config=None) -> Model:
   if layout is not None:
     devices = list(layout.groups[0]) if any(layout.groups[0]) else None
   scope = layout.scope() if layout is not None else contextlib.nullcontext()
-  placed = resolve_devices(devices, len(config.sub_models))
+  placed = resolve_devices(devices, len(config.sub_models), 'sub-models')
   output_device = placed[0]
 
   def place(layer, device):

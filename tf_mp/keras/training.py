@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_mp.data import batch_at
+from tf_mp.checks import finite_number, instance_of, non_negative_int, positive_int
+from tf_mp.data import batch_at, check_arrays
 from tf_mp.errors import TfMpError
 
 
@@ -32,16 +33,10 @@ def step_dataset(x, y, steps: int, batch_size: int = 64,
   Raises:
     TfMpError: bad arrays or step range.
   """
-  x, y = np.asarray(x), np.asarray(y)
-  if x.ndim != 2 or len(x) < 1:
-    raise TfMpError(f"step_dataset: 'x' has shape {list(x.shape)}; expected "
-                    '[n, features] with n >= 1')
-  if y.shape != (len(x),):
-    raise TfMpError(f"step_dataset: 'y' has shape {list(y.shape)}; expected "
-                    f'[{len(x)}] (one label per row of x)')
-  for label, value in (('steps', steps), ('batch_size', batch_size)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-      raise TfMpError(f'step_dataset: {label} must be a positive integer, got {value!r}')
+  x, y = check_arrays(x, y, 'step_dataset', input_units=None, num_classes=None)
+  steps = positive_int('step_dataset: steps', steps)
+  batch_size = positive_int('step_dataset: batch_size', batch_size)
+  first_step = non_negative_int('step_dataset: first_step', first_step)
   if not 0 <= first_step < steps:
     raise TfMpError(f'step_dataset: first_step {first_step} is not in [0, steps={steps})')
   features, labels = tf.constant(x), tf.constant(y)
@@ -113,7 +108,13 @@ def compile_document(model, learning_rate: float = 0.001):
 
   Returns:
     The model.
+
+  Raises:
+    TfMpError: `model` is not a Keras model, or `learning_rate` is not a
+      finite number > 0.
   """
+  instance_of('model', model, keras.Model, 'a Keras model, e.g. tf_mp.keras.build_model()')
+  learning_rate = finite_number('learning_rate', learning_rate, positive=True)
   model.compile(
       optimizer=keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8),
       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

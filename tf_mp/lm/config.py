@@ -4,6 +4,7 @@ import dataclasses
 import math
 from typing import Optional, Sequence
 
+from tf_mp.checks import integer, positive_int
 from tf_mp.errors import TfMpError
 from tf_mp.memory import MAX_TENSOR_ELEMENTS
 
@@ -40,9 +41,8 @@ class LMConfig:
     """Raises TfMpError naming the first size that cannot work."""
     for name in ('vocab_size', 'context', 'd_model', 'num_heads', 'num_blocks',
                  'mlp_units'):
-      value = getattr(self, name)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TfMpError(f'LMConfig.{name} must be a positive integer, got {value!r}')
+      positive_int(f'LMConfig.{name}', getattr(self, name))
+    integer('LMConfig.seed', self.seed)
     if self.vocab_size < 2:
       raise TfMpError(f'LMConfig.vocab_size is {self.vocab_size}; expected at '
                       'least 2 characters')
@@ -84,9 +84,7 @@ def check_tensor_parallel(config: LMConfig, tensor_parallel: Optional[int]) -> i
   """
   if tensor_parallel is None:
     return default_tensor_parallel(config)
-  t = tensor_parallel
-  if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-    raise TfMpError(f'tensor_parallel must be a positive integer, got {t!r}')
+  t = positive_int('tensor_parallel', tensor_parallel)
   if config.num_heads % t:
     raise TfMpError(f'num_heads {config.num_heads} is not divisible by '
                     f'{t} tensor-parallel devices; expected a divisor of '

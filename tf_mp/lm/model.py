@@ -5,9 +5,10 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_mp.checks import instance_of, numeric_array
 from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
-from tf_mp.devices import DeviceSpec, resolve_devices
+from tf_mp.devices import DeviceSpec, device_list, resolve_devices
 from tf_mp.errors import TfMpError
 from tf_mp.lm.config import LMConfig, check_tensor_parallel
 from tf_mp.lm.layers import Block, Embedding, LayerNorm, Shards
@@ -131,11 +132,66 @@ class TinyLM(tf.Module):
         variable.assign(piece)
 
   def __call__(self, ids) -> tf.Tensor:
+    """Logits float32 `[batch, time, vocab_size]` of integer ids `[batch, time]`.
+
+    The ids are checked before any lookup, because an out-of-range id does
+    not fail in the embedding (a one-hot of it is all zeros) and would give
+    logits without a word: the dtype and the static shape always (when
+    tracing too), the values (`0 <= id < vocab_size`) and the length when the
+    ids are concrete (numpy, lists, eager tensors). Inside a `tf.function`
+    the values are asserted in the graph (`tf.debugging.assert_*`, an
+    `InvalidArgumentError` when the step runs); `Trainer.fit`/`train_step`
+    check their data before (`check_data`, a `TfMpError`).
+
+    Raises:
+      TfMpError: the ids are not integers, not `[batch, time]`, longer than
+        `config.context`, or outside `[0, vocab_size)`.
+    """
+    ids = check_ids(ids, self.config, type(self).__name__)
     x = self.embedding(ids)
     for block in self.blocks:
       x = block(x)
     with device_scope(self.output_device):
       return self.head(self.final_norm(x))
+
+
+def check_ids(ids, config: LMConfig, where: str):
+  """Returns `ids` as an integer tensor `[batch, time]` after the checks `TinyLM` makes.
+
+  Raises:
+    TfMpError: naming `where` and the offending dtype, shape or id.
+  """
+  if not isinstance(ids, (tf.Tensor, tf.Variable)):
+    ids = numeric_array(f'{where}: ids', ids, integer_values=True)
+  dtype = tf.as_dtype(ids.dtype)
+  if dtype not in (tf.int32, tf.int64):
+    raise TfMpError(f'{where}: ids have dtype {dtype.name}; expected int32 '
+                    f'character ids [batch, time] in [0, {config.vocab_size})')
+  shape = tf.TensorShape(ids.shape)
+  if shape.rank != 2 or (shape[1] is not None and
+                         not 1 <= shape[1] <= config.context):
+    raise TfMpError(f'{where}: ids have shape {shape.as_list()}; expected '
+                    f'[batch, time] with 1 <= time <= context {config.context}')
+  if tf.is_symbolic_tensor(ids):
+    # Values are known only when the step runs: assert them in the graph.
+    # The asserts cost no measurable time (LMTrainer.fit on CPU, interleaved
+    # rounds with and without them: equal within the noise), and the
+    # training loop already waits on each step's loss.
+    message = f'{where}: ids must be character ids in [0, {config.vocab_size})'
+    with tf.control_dependencies([
+        tf.debugging.assert_non_negative(ids, message=message),
+        tf.debugging.assert_less(ids, tf.cast(config.vocab_size, ids.dtype),
+                                 message=message),
+        tf.debugging.assert_less_equal(
+            tf.shape(ids)[1], config.context,
+            message=f'{where}: ids are longer than context {config.context}')]):
+      return tf.identity(ids)
+  values = ids.numpy() if isinstance(ids, (tf.Tensor, tf.Variable)) else ids
+  if values.size and (values.min() < 0 or values.max() >= config.vocab_size):
+    bad = values.min() if values.min() < 0 else values.max()
+    raise TfMpError(f'{where}: ids contain {bad}; expected character ids in '
+                    f'[0, {config.vocab_size})')
+  return tf.convert_to_tensor(values) if not isinstance(ids, tf.Tensor) else ids
 
 
 def build_lm(config: Optional[LMConfig] = None,
@@ -163,14 +219,14 @@ def build_lm(config: Optional[LMConfig] = None,
     TfMpError: a size is invalid, `num_heads` or `mlp_units` is not divisible
       by T, or a device does not exist.
   """
-  config = config or LMConfig()
+  config = instance_of('config', LMConfig() if config is None else config,
+                       LMConfig, 'a tf_mp.lm.LMConfig')
   config.check()
   if tensor_parallel is None and devices is not None and not (
       isinstance(devices, str) and devices.strip().lower() == 'auto'):
-    listed = devices.split(',') if isinstance(devices, str) else list(devices)
-    tensor_parallel = len(listed)
+    tensor_parallel = len(device_list(devices))
   t = check_tensor_parallel(config, tensor_parallel)
-  placed = resolve_devices(devices, t)
+  placed = resolve_devices(devices, t, 'shards')
   if output_device is not None:
     output_device = resolve_devices([output_device], 1)[0]
   else:

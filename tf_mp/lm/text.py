@@ -17,6 +17,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from tf_mp import checks
+from tf_mp.checks import integer, positive_int
 from tf_mp.errors import TfMpError
 
 CORPUS_MODULES = (
@@ -68,13 +70,26 @@ def load_text(path: str) -> str:
   """Reads a UTF-8 text file.
 
   Raises:
-    TfMpError: the file is missing, empty (or only whitespace), or binary
-      (contains a NUL byte or is not valid UTF-8).
+    TfMpError: the path is not a path, names a directory or something other
+      than a regular file, is missing or unreadable, or the file is empty (or
+      only whitespace) or binary (contains a NUL byte or is not valid UTF-8).
   """
+  expected = 'expected a UTF-8 text file'
+  if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+    raise TfMpError(f'text file {path!r} is not a path; {expected}')
+  if os.path.isdir(path):
+    raise TfMpError(f'text file {path!r} is a directory; {expected}')
+  if not os.path.exists(path):
+    raise TfMpError(f'text file {path!r} does not exist; {expected}')
   if not os.path.isfile(path):
-    raise TfMpError(f'text file {path!r} does not exist; expected a UTF-8 text file')
-  with open(path, 'rb') as f:
-    data = f.read()
+    raise TfMpError(f'text file {path!r} is not a regular file (a device, pipe '
+                    f'or socket); {expected}')
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    raise TfMpError(f'text file {path!r} cannot be read ({e.strerror}); '
+                    f'{expected}') from None
   if not data.strip():
     raise TfMpError(f'text file {path!r} is empty; expected UTF-8 text to train on')
   nul = data.find(b'\x00')
@@ -193,10 +208,14 @@ def prepare_corpus(text: str, context: int, *, source: str = 'text',
   Raises:
     TfMpError: the text is empty or too short for `context`.
   """
+  checks.text(source, text, 'a str (decode bytes first)')
   if not text:
     raise TfMpError(f'{source} is empty; expected text to train on')
-  if isinstance(context, bool) or not isinstance(context, int) or context < 1:
-    raise TfMpError(f'context must be a positive integer, got {context!r}')
+  positive_int('context', context)
+  integer('seed', seed)
+  positive_int('max_val_windows', max_val_windows)
+  if stride is not None:
+    positive_int('stride', stride)
   vocab = CharVocab.from_text(text)
   ids = vocab.encode(text)
   train_ids, val_ids = split_ids(ids, context)

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.checkpoints import TrainingCheckpoints
+from tf_mp.checks import finite_number, instance_of, integer, positive_int, text
 from tf_mp.errors import TfMpError
 from tf_mp.files import read_json, write_json_atomic
 from tf_mp.lm.model import TinyLM
@@ -77,7 +78,9 @@ def generate(model: TinyLM, vocab: CharVocab, prompt: str, length: int,
     TfMpError: an empty prompt, a prompt character outside the vocabulary, a
       negative temperature or a non-positive length.
   """
+  instance_of('model', model, TinyLM, 'a tf_mp.lm.TinyLM')
   check_sampling(vocab, prompt, length, temperature)
+  integer('seed', seed)
   if vocab.size != model.config.vocab_size:
     raise TfMpError(f'vocabulary has {vocab.size} characters but the model has '
                     f'{model.config.vocab_size} logits')
@@ -105,10 +108,10 @@ def generate(model: TinyLM, vocab: CharVocab, prompt: str, length: int,
 def check_sampling(vocab: CharVocab, prompt: str, length: int,
                    temperature: float) -> None:
   """Raises TfMpError for a request `generate` cannot serve (see there)."""
-  if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-    raise TfMpError(f'sample length must be a positive integer, got {length!r}')
-  if not temperature >= 0:
-    raise TfMpError(f'temperature must be >= 0, got {temperature!r}')
+  instance_of('vocab', vocab, CharVocab, 'a tf_mp.lm.CharVocab (corpus.vocab)')
+  positive_int('sample length', length)
+  finite_number('temperature', temperature, minimum=0)
+  text('prompt', prompt)
   if not prompt:
     raise TfMpError('prompt is empty; expected at least one character')
   vocab.encode(prompt, 'prompt')
@@ -147,6 +150,14 @@ class LMCheckpoints:
 
   def __init__(self, directory: str, trainer: LMTrainer, vocab: CharVocab,
                max_to_keep: int = 3):
+    """Opens `directory` for `trainer` (see `tf_mp.TrainingCheckpoints`).
+
+    Raises:
+      TfMpError: `trainer` is not an `LMTrainer`, `vocab` not a `CharVocab`,
+        or the directory cannot be used (see `tf_mp.TrainingCheckpoints`).
+    """
+    instance_of('trainer', trainer, LMTrainer, 'a tf_mp.lm.LMTrainer')
+    instance_of('vocab', vocab, CharVocab, 'a tf_mp.lm.CharVocab (corpus.vocab)')
     self.directory = directory
     self.trainer = trainer
     model = trainer.model

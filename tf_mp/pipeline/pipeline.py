@@ -21,12 +21,14 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from tf_mp.checks import positive_int
+from tf_mp.checks import (boolean, instance_of, integer, positive_int,
+                          short_repr)
 from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
 from tf_mp.devices import (DeviceSpec, canonical_device, resolve_devices,
                            short_device_name)
 from tf_mp.errors import TfMpError
+from tf_mp.memory import MAX_TENSOR_ELEMENTS, check_parameters_fit
 from tf_mp.sub_models import check_features
 
 StageLike = Union[tf.Module, Callable[[Optional[str]], tf.Module]]
@@ -48,6 +50,25 @@ class PipelineConfig:
   input_units: int = 128
   stages: Tuple[Tuple[int, ...], ...] = ((256,), (256,), (10,))
   seed: int = 0
+
+  def __post_init__(self):
+    """Checks every field at creation: one TfMpError line naming it."""
+    positive_int('PipelineConfig.input_units', self.input_units)
+    integer('PipelineConfig.seed', self.seed)
+    stages = self.stages
+    if not isinstance(stages, (tuple, list)) or not stages or not all(
+        isinstance(units, (tuple, list)) and units for units in stages):
+      raise TfMpError(f'PipelineConfig.stages must be a non-empty sequence of '
+                      f'non-empty width tuples such as ((256,), (10,)), got '
+                      f'{short_repr(stages)}')
+    for k, units in enumerate(stages):
+      for j, width in enumerate(units):
+        positive_int(f'PipelineConfig stage_{k + 1}: units[{j}]', width)
+    object.__setattr__(self, 'stages', tuple(tuple(int(u) for u in units)
+                                             for units in stages))
+    widths = [self.input_units] + [u for units in self.stages for u in units]
+    check_parameters_fit(sum((a + 1) * b for a, b in zip(widths, widths[1:])),
+                         'PipelineConfig')
 
   @property
   def num_classes(self) -> int:
@@ -161,7 +182,13 @@ def pipeline_stage(k: int,
 
 
 def theoretical_bubble(num_stages: int, num_micro_batches: int) -> float:
-  """GPipe's bubble fraction (K-1)/(M+K-1): the idle share of each device."""
+  """GPipe's bubble fraction (K-1)/(M+K-1): the idle share of each device.
+
+  Raises:
+    TfMpError: K or M is not a positive integer.
+  """
+  num_stages = positive_int('num_stages', num_stages)
+  num_micro_batches = positive_int('num_micro_batches', num_micro_batches)
   return (num_stages - 1) / (num_micro_batches + num_stages - 1)
 
 
@@ -228,8 +255,8 @@ class Pipeline(tf.Module):
     if not stages:
       raise TfMpError('a pipeline needs at least one stage; got none')
     self.num_micro_batches = positive_int('num_micro_batches', num_micro_batches)
-    self.remat = bool(remat)
-    wanted = (resolve_devices(devices, len(stages)) if devices is not None else
+    self.remat = boolean('remat', remat)
+    wanted = (resolve_devices(devices, len(stages), 'stages') if devices is not None else
               [None] * len(stages))
     built = []
     for k, (stage, device) in enumerate(zip(stages, wanted)):
@@ -287,10 +314,20 @@ class Pipeline(tf.Module):
     return self.config.num_classes
 
   def check_batch_size(self, batch_size: int) -> None:
-    """Raises TfMpError unless `batch_size` splits into M equal micro-batches."""
-    if batch_size is None:
-      return
-    if batch_size < 1 or batch_size % self.num_micro_batches:
+    """Raises TfMpError unless `batch_size` splits into M equal micro-batches.
+
+    Also refuses a batch whose activations would exceed the largest tensor
+    TensorFlow's kernels handle (`tf_mp.memory.MAX_TENSOR_ELEMENTS`).
+    """
+    batch_size = positive_int('batch_size', batch_size)
+    widest = max(self.config.input_units,
+                 max(u for units in self.config.stages for u in units))
+    if batch_size * widest > MAX_TENSOR_ELEMENTS:
+      raise TfMpError(f'batch size {batch_size} makes activations of '
+                      f'{batch_size * widest:,} elements ({batch_size} x width '
+                      f'{widest}), more than TensorFlow handles; expected at '
+                      f'most {MAX_TENSOR_ELEMENTS // widest:,}')
+    if batch_size % self.num_micro_batches:
       raise TfMpError(
           f'batch size {batch_size} does not split into num_micro_batches='
           f'{self.num_micro_batches} equal micro-batches; expected a positive '
@@ -300,7 +337,7 @@ class Pipeline(tf.Module):
     m = self.num_micro_batches
     if m == 1:
       return [tensor]
-    if tensor.shape[0] is not None:  # Else fit checked it, or the assert below does.
+    if tensor.shape[0] is not None:  # Unknown while tracing: asserted below.
       self.check_batch_size(tensor.shape[0])
     with device_scope(device), tf.name_scope(f'split_{what}'):
       if tensor.shape[0] is None:
@@ -419,11 +456,11 @@ def build_pipeline(devices: DeviceSpec = None,
   Raises:
     TfMpError: a device does not exist, or the config or M is invalid.
   """
-  config = config or PipelineConfig()
-  if not config.stages:
-    raise TfMpError('config.stages is empty; expected at least one stage')
+  config = instance_of('config', PipelineConfig() if config is None else config,
+                       PipelineConfig, 'a tf_mp.pipeline.PipelineConfig')
   positive_int('num_micro_batches', num_micro_batches)
-  placed = resolve_devices(devices, len(config.stages))
+  boolean('remat', remat)
+  placed = resolve_devices(devices, len(config.stages), 'stages')
   stages = [
       PipelineStage(units, placed[k], input_units=config.stage_input_units(k),
                     final=k == len(config.stages) - 1, seed=config.seed,

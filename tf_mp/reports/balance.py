@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tf_mp.checks import integer, positive_int
 from tf_mp.devices import device_key, device_scope, short_device_name
 from tf_mp.errors import TfMpError
 from tf_mp.pipeline import Pipeline, PipelineStage, best_split, theoretical_bubble
@@ -148,9 +149,9 @@ def balance_report(pipeline: Pipeline,
     TfMpError: not a pipeline, or batch_size/repeats not positive.
   """
   check_pipeline(pipeline)
-  for label, value in (('batch_size', batch_size), ('repeats', repeats)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise TfMpError(f'{label} must be a positive integer, got {value!r}')
+  positive_int('repeats', repeats)
+  integer('seed', seed)
+  positive_int('batch_size', batch_size)
   stages = []
   for stage, device in zip(pipeline.stages, pipeline.devices):
     stages.append(

@@ -22,7 +22,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tf_mp.checks import non_negative_int, optional_callable, positive_int
 from tf_mp.devices import device_key, device_scope, short_device_name
+from tf_mp.data import check_arrays
 from tf_mp.errors import TfMpError
 from tf_mp.pipeline import Pipeline, PipelineStage, best_split, theoretical_bubble
 from tf_mp.reports import profiling
@@ -158,12 +160,13 @@ def device_time_report(pipeline: Pipeline,
   if any(d is None for d in pipeline.devices):
     raise TfMpError('device_time_report needs every stage placed on a device; '
                     f'got devices {list(pipeline.devices)}')
-  for label, value in (('steps', steps), ('warmup', warmup)):
-    if isinstance(value, bool) or not isinstance(value, int) or value < (label == 'steps'):
-      raise TfMpError(f'{label} must be a non-negative integer (steps >= 1), got {value!r}')
-  features = tf.convert_to_tensor(features, tf.float32)
-  labels = tf.convert_to_tensor(labels)
+  positive_int('steps', steps)
+  non_negative_int('warmup', warmup)
+  optional_callable('loss_fn', loss_fn)
+  features, labels = check_arrays(features, labels, 'device_time_report',
+                                  pipeline.config.input_units, pipeline.num_classes)
   pipeline.check_batch_size(features.shape[0])
+  features, labels = tf.constant(features), tf.constant(labels)
 
   @tf.function
   def forward_backward(x, y):

@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tf_mp.checks import trainer_of
 from tf_mp.devices import device_key, short_device_name
 from tf_mp.errors import TfMpError
 from tf_mp.pipeline import Pipeline
@@ -145,7 +146,7 @@ def placement_report(model, trainer: Optional[Trainer] = None) -> PlacementRepor
   """
   if isinstance(model, Pipeline):
     return pipeline_placement(model, trainer)
-  graph = (trainer or Trainer(model)).traced_step_graph()
+  graph = trainer_for(model, trainer).traced_step_graph()
   operations = graph.get_operations()
   parts = []
   for scope, part in model_parts(model):
@@ -163,6 +164,11 @@ def placement_report(model, trainer: Optional[Trainer] = None) -> PlacementRepor
   return PlacementReport(
       parts, concat_op,
       sorted({op.device for op in concats if op.type == concat_op}))
+
+
+def trainer_for(model, trainer: Optional[Trainer]) -> Trainer:
+  """`trainer`, checked to be a `Trainer` of `model`, or a fresh `Trainer(model)`."""
+  return Trainer(model) if trainer is None else trainer_of(trainer, model)
 
 
 def check_pipeline(pipeline) -> None:
@@ -191,7 +197,7 @@ def pipeline_placement(pipeline: Pipeline,
     A `PlacementReport` with one part per stage.
   """
   check_pipeline(pipeline)
-  operations = (trainer or Trainer(pipeline)).traced_step_graph().get_operations()
+  operations = trainer_for(pipeline, trainer).traced_step_graph().get_operations()
   parts = []
   for stage, device in zip(pipeline.stages, pipeline.devices):
     pattern = stage_pattern(stage.name)
