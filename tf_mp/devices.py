@@ -120,28 +120,42 @@ THREADS_ENV = 'TF_MP_CPU_THREADS'
 MAX_LOGICAL_CPUS = 256
 
 
-def match_threads_to_devices(count: int) -> None:
-  """With `TF_MP_CPU_THREADS=matched`: one intra-op thread per op, `count` inter-op threads.
+THREAD_MODES = ('tensorflow', 'inter', 'matched')
 
-  Opt-in, because it changes the last bits: with TensorFlow's default pools a
-  reduction (a bias gradient over the batch) may be split over the cores,
-  with one thread it is not, so the port would no longer equal the document's
-  TF1 program as written bit for bit (seen: the tutorial's losses differ in
-  the 5th digit by step 900). It speeds up the small ops of the document's
-  model on logical CPU devices, which dispatch, not arithmetic, bounds
-  (docs/benchmarks.md, `tools/bench_tutorial.py`). Does nothing when GPUs
-  exist or the pools were already configured.
+
+def match_threads_to_devices(count: int) -> None:
+  """Sizes TensorFlow's thread pools for `count` logical CPU devices, as `TF_MP_CPU_THREADS` says.
+
+  `tensorflow` (the default): TensorFlow's own pools, as the document's TF1
+    program has them.
+  `inter`: `count` inter-op threads (the devices' ops can all be in flight at
+    once), TensorFlow's intra-op pool. Exact: the intra-op pool decides how a
+    kernel splits its work, the inter-op pool only when ops run.
+  `matched`: additionally one intra-op thread per op. Faster for the
+    document's small ops, but it changes the last bits: Eigen blocks a matrix
+    product's contraction by the number of threads, so the hidden layers'
+    weight gradients (x^T dh, summed over the batch) round differently, and
+    the port no longer equals the TF1 program as written bit for bit (it
+    equals that program given the same pools). See docs/benchmarks.md.
+
+  Does nothing when GPUs exist or the pools were already configured.
+
+  Raises:
+    TfMpError: `TF_MP_CPU_THREADS` is none of the modes.
   """
-  if os.environ.get(THREADS_ENV, 'tensorflow').strip().lower() != 'matched':
-    return
-  if tf.config.list_physical_devices('GPU'):
+  mode = os.environ.get(THREADS_ENV, 'tensorflow').strip().lower() or 'tensorflow'
+  if mode not in THREAD_MODES:
+    raise TfMpError(f'{THREADS_ENV}={os.environ[THREADS_ENV]!r}; expected one of '
+                    f'{", ".join(THREAD_MODES)}')
+  if mode == 'tensorflow' or tf.config.list_physical_devices('GPU'):
     return
   threading_config = tf.config.threading
   if (threading_config.get_intra_op_parallelism_threads() or
       threading_config.get_inter_op_parallelism_threads()):
     return  # The user's own choice.
   try:
-    threading_config.set_intra_op_parallelism_threads(1)
+    if mode == 'matched':
+      threading_config.set_intra_op_parallelism_threads(1)
     threading_config.set_inter_op_parallelism_threads(max(2, count))
   except RuntimeError:
     pass  # The runtime has started: its pools are fixed.

@@ -2,9 +2,11 @@
 
 All train the same configuration on the same batches for --steps steps on
 three logical CPU devices, each in its own process, in interleaved rounds
-(the order rotates), --repeats times. Four contenders:
+(the order rotates), --repeats times. Five contenders (--contenders picks):
 
   port            examples/tutorial.py as `make tutorial` runs it
+  port_inter      the same with TF_MP_CPU_THREADS=inter (one inter-op thread
+                  per device, TensorFlow's intra-op pool: exact)
   port_matched    the same with TF_MP_CPU_THREADS=matched (intra-op 1,
                   inter-op 3): what matched pools buy, at the cost of
                   bit-exactness with the document's program as written
@@ -37,6 +39,8 @@ TF1 = os.path.join(ROOT, 'tools', 'reference', 'tf1_program.py')
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('steps', 10000, 'Training steps for each program.', lower_bound=1)
+flags.DEFINE_list('contenders', ['port', 'port_inter', 'port_matched', 'tf1', 'tf1_same_pools'],
+                  'Which programs to run (port and tf1 always).')
 flags.DEFINE_integer('repeats', 3, 'Runs of each program (medians are reported).',
                      lower_bound=1)
 
@@ -67,6 +71,8 @@ def run_tf1(steps, *pools):
 
 CONTENDERS = {
     'port': ('tf_mp port (TF2)', lambda steps: run_port(steps)),
+    'port_inter': ('port, inter-op pool per device',
+                   lambda steps: run_port(steps, TF_MP_CPU_THREADS='inter')),
     'port_matched': ('port, matched pools (opt-in)',
                      lambda steps: run_port(steps, TF_MP_CPU_THREADS='matched')),
     'tf1': ('document TF1, as written', lambda steps: run_tf1(steps)),
@@ -78,8 +84,13 @@ CONTENDERS = {
 
 def main(argv):
   del argv
+  unknown = sorted(set(FLAGS.contenders) - set(CONTENDERS))
+  if unknown or not {'port', 'tf1'} <= set(FLAGS.contenders):
+    sys.exit(f'error: --contenders {",".join(FLAGS.contenders)}: expected port, tf1 and any '
+             f'of {", ".join(CONTENDERS)}')
+  contenders = {name: CONTENDERS[name] for name in CONTENDERS if name in FLAGS.contenders}
   results = benchlib.interleaved(
-      {name: (lambda run=run: run(FLAGS.steps)) for name, (_, run) in CONTENDERS.items()},
+      {name: (lambda run=run: run(FLAGS.steps)) for name, (_, run) in contenders.items()},
       FLAGS.repeats,
       on_result=lambda i, name, r: print(
           f'  run {i + 1} {name}: {r["train_seconds"]:.2f} s training, '
@@ -93,7 +104,7 @@ def main(argv):
         f'median of {FLAGS.repeats}:')
   rows = [('program', 'training s', 'steps/s', 'wall s', 'Step 0 at s', 'peak RSS MB',
            'final loss', 'training x', 'wall x')]
-  for name, (label, _) in CONTENDERS.items():
+  for name, (label, _) in contenders.items():
     train = median(name, 'train_seconds')
     rows.append((label, f'{train:.2f}', f'{FLAGS.steps / train:.0f}',
                  f'{median(name, "wall_seconds"):.2f}', f'{median(name, "first_seconds"):.2f}',

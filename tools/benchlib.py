@@ -105,9 +105,16 @@ def text_table(rows: Sequence[Sequence[str]], right_align_from: int = 1) -> str:
 
 
 def quiet_env(**extra) -> dict:
-  """The environment for a benchmarked child: TensorFlow's C++ log level 3, the repo's tf_mp."""
+  """The environment for a benchmarked child: TensorFlow's C++ log level 3, the repo's tf_mp.
+
+  Python may write bytecode (PYTHONDONTWRITEBYTECODE is dropped): tf_mp's
+  modules are then compiled once, not in every timed start-up, as for a
+  package that pip installed (TensorFlow's own modules come compiled).
+  """
   path = os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p)
-  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=path, **extra)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=path, **extra)
+  env.pop('PYTHONDONTWRITEBYTECODE', None)
+  return env
 
 
 def run_process(argv: List[str], env: dict = None, first_line: str = None,
