@@ -337,3 +337,20 @@ class RestoreOtherShapeTest(tf.test.TestCase):
 
 if __name__ == '__main__':
   tf.test.main()
+
+
+class ThreadModeTest(tf.test.TestCase):
+
+  def test_unknown_thread_mode_is_one_line(self):
+    from tf_mp import devices  # pylint: disable=g-import-not-at-top
+    previous = os.environ.get(devices.THREADS_ENV)
+    os.environ[devices.THREADS_ENV] = 'fastest'
+    try:
+      with self.assertRaisesRegex(tf_mp.TfMpError, "TF_MP_CPU_THREADS='fastest'; expected "
+                                  'one of tensorflow, inter, matched'):
+        devices.match_threads_to_devices(3)
+    finally:
+      if previous is None:
+        del os.environ[devices.THREADS_ENV]
+      else:
+        os.environ[devices.THREADS_ENV] = previous
