@@ -170,9 +170,12 @@ def create_strategy(kind: str = 'none',
   kind = check_strategy_name(kind)
   if collective_timeout is not None and (
       isinstance(collective_timeout, bool) or
-      not isinstance(collective_timeout, (int, float)) or collective_timeout < 0):
-    raise TfMpError(f'collective timeout must be a number of seconds >= 0, got '
-                    f'{collective_timeout!r}')
+      not isinstance(collective_timeout, (int, float)) or
+      not 0 <= collective_timeout < float('inf')):
+    raise TfMpError(f'collective timeout must be a finite number of seconds >= 0 '
+                    f'(0: no limit), got {collective_timeout!r}')
+  # Checked for every kind: a bad value is a mistake even where it is unused.
+  peer_timeout = peer_wait.check_peer_timeout(peer_timeout)
   if kind != 'mirrored' and isinstance(devices, str) and ';' in devices:
     raise TfMpError(f'strategy {kind} runs one device group per process; got '
                     f'groups {devices!r}; use --strategy mirrored for several')
@@ -192,7 +195,6 @@ def create_strategy(kind: str = 'none',
     strategy = tf.distribute.MirroredStrategy(devices=leads,
                                               cross_device_ops=cross_device_ops)
     return StrategyLayout('mirrored', strategy, tuple(map(tuple, groups)))
-  peer_timeout = peer_wait.check_peer_timeout(peer_timeout)
   task = parse_tf_config(tf_config)
   # Collectives must be configured before the runtime starts, and checking
   # devices starts it: create the logical CPUs, then the strategy, then check.

@@ -9,7 +9,7 @@ from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
 from tf_mp.devices import DeviceSpec, resolve_devices
 from tf_mp.errors import TfMpError
-from tf_mp.lm.config import LMConfig, check_tensor_parallel
+from tf_mp.lm.config import LMConfig, check_lm_fits, check_tensor_parallel
 from tf_mp.lm.layers import Block, Embedding, LayerNorm, Shards
 
 
@@ -160,11 +160,12 @@ def build_lm(config: Optional[LMConfig] = None,
     A `TinyLM`.
 
   Raises:
-    TfMpError: a size is invalid, `num_heads` or `mlp_units` is not divisible
-      by T, or a device does not exist.
+    TfMpError: a size is invalid or too large to build (`check_lm_fits`),
+      `num_heads` or `mlp_units` is not divisible by T, or a device does not
+      exist.
   """
   config = config or LMConfig()
-  config.check()
+  check_lm_fits(config)  # The sizes, and the weights against the memory.
   if tensor_parallel is None and devices is not None and not (
       isinstance(devices, str) and devices.strip().lower() == 'auto'):
     listed = devices.split(',') if isinstance(devices, str) else list(devices)

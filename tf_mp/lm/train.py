@@ -107,8 +107,8 @@ def check_sampling(vocab: CharVocab, prompt: str, length: int,
   """Raises TfMpError for a request `generate` cannot serve (see there)."""
   if isinstance(length, bool) or not isinstance(length, int) or length < 1:
     raise TfMpError(f'sample length must be a positive integer, got {length!r}')
-  if not temperature >= 0:
-    raise TfMpError(f'temperature must be >= 0, got {temperature!r}')
+  if not 0 <= temperature < float('inf'):
+    raise TfMpError(f'temperature must be a finite number >= 0, got {temperature!r}')
   if not prompt:
     raise TfMpError('prompt is empty; expected at least one character')
   vocab.encode(prompt, 'prompt')
@@ -146,14 +146,15 @@ class LMCheckpoints:
   """
 
   def __init__(self, directory: str, trainer: LMTrainer, vocab: CharVocab,
-               max_to_keep: int = 3):
+               max_to_keep: int = 3, log=None):
+    """`log` gets `tf_mp.TrainingCheckpoints`' messages (a damaged state file recovered)."""
     self.directory = directory
     self.trainer = trainer
     model = trainer.model
     self.run = {'config': dataclasses.asdict(model.config),
                 'tensor_parallel': model.tensor_parallel, 'vocab': vocab.chars}
     self.checkpoints = TrainingCheckpoints(directory, trainer,
-                                           max_to_keep=max_to_keep)
+                                           max_to_keep=max_to_keep, log=log)
 
   def restore_or_initialize(self) -> int:
     """Restores the latest readable checkpoint if any; returns the step it resumes at.
