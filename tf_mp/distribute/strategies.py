@@ -225,6 +225,7 @@ def create_strategy(kind: str = 'none',
   with peer_wait.backstop(remaining):
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=resolver, communication_options=options)
+  peer_wait.reclaim_sigterm()
   group = resolve_devices(devices, group_size)
   return StrategyLayout('multi_worker', strategy, (tuple(group),), task,
                         collective_timeout or None)
