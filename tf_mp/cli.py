@@ -31,16 +31,10 @@ interpreter's own start-up (some tens of milliseconds) still shows Python's
 traceback.
 """
 
-import contextlib
-import math
+# Only what the hook below needs comes before it; every other import after.
 import os
-import re
 import signal
 import sys
-import tempfile
-import textwrap
-import time
-from typing import Callable, Optional
 
 
 def _stopped_while_starting(kind, value, traceback, default=sys.excepthook):
@@ -62,7 +56,15 @@ def _stopped_while_starting(kind, value, traceback, default=sys.excepthook):
 
 sys.excepthook = _stopped_while_starting
 
-# pylint: disable=g-import-not-at-top,wrong-import-position  (after the hook)
+# pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
+import contextlib
+import math
+import re
+import tempfile
+import textwrap
+import time
+from typing import Callable, Optional
+
 from absl import flags
 from absl import logging
 
