@@ -612,6 +612,8 @@ _BAD_CALLS = (
      'elements per window (4 heads x 1000000000 x 1000000000), more than '
      'TensorFlow handles; expected a context of at most 23,170'),
     # What the programs' flags reach (tf_mp/cli.py refuses them earlier too).
+    ('devices_huge_cpu_index', lambda: tf_mp.resolve_devices('cpu:99999999999999999999'),
+     "device 'cpu:99999999999999999999' does not exist; this machine has: cpu:0, "),
     ('tf_config_same_address', lambda: parse_tf_config(json.dumps(
         {'cluster': {'worker': ['127.0.0.1:29403', '127.0.0.1:29403']},
          'task': {'type': 'worker', 'index': 0}})),
