@@ -11,10 +11,12 @@ short profiler trace.
   python examples/pipeline.py --micro_batches 8 --remat --devices cpu:0,cpu:1,cpu:2
 """
 
+# cli first: from its import on, a Ctrl-C ends the program in one line.
+from tf_mp import cli  # pylint: disable=g-bad-import-order
+
 from absl import flags
 
 import tf_mp
-from tf_mp import cli
 
 FLAGS = flags.FLAGS
 cli.define_training_flags(steps=10000, batch_size=64, log_every=100,
@@ -25,8 +27,16 @@ cli.define_devices('One device per stage, e.g. "cpu:0,cpu:1,cpu:2"; fewer are us
 cli.define_data()
 flags.DEFINE_integer('micro_batches', 4, "Micro-batches per batch (GPipe's M).", lower_bound=1)
 flags.DEFINE_bool('remat', False, "Recompute each stage's activations in the backward pass.")
-flags.DEFINE_integer('report_steps', 3, 'Steps traced for the per-device time report; 0 '
-                     'skips the balance and time reports.', lower_bound=0)
+# A profiler trace is held in memory: a few steps show the pattern.
+MAX_REPORT_STEPS = 100
+flags.DEFINE_integer('report_steps', 3, 'Steps traced for the per-device time report '
+                     f'(at most {MAX_REPORT_STEPS}); 0 skips the balance and time reports.',
+                     lower_bound=0, upper_bound=MAX_REPORT_STEPS)
+
+
+def check_flags():
+  """What can be checked before TensorFlow loads."""
+  cli.check_local_devices(FLAGS.devices)
 
 
 def main(argv):
@@ -53,4 +63,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main, __doc__)
+  cli.run(main, __doc__, check_flags)

@@ -11,13 +11,15 @@ and bits per character every --eval_every steps, then a sample.
       --devices cpu:0,cpu:1,cpu:2 --prompt "The " --temperature 0.8
 """
 
+# cli first: from its import on, a Ctrl-C ends the program in one line.
+from tf_mp import cli  # pylint: disable=g-bad-import-order
+
 import math
 import time
 
 from absl import flags
 
 import tf_mp
-from tf_mp import cli
 
 FLAGS = flags.FLAGS
 cli.define_training_flags(steps=300, batch_size=32, log_every=50,
@@ -28,6 +30,8 @@ cli.define_devices('The T devices, e.g. "cpu:0,cpu:1,cpu:2"; "auto": the GPUs, e
 cli.define_logdir('Save checkpoints here at every evaluation and resume from the latest one.')
 flags.DEFINE_string('text', None, 'A UTF-8 text file to train on; default: the built-in '
                     "corpus (docstrings of Python's standard library, nothing downloaded).")
+cli.require_non_empty('text', 'the path of a UTF-8 text file (leave the flag out for '
+                      'the built-in corpus)')
 flags.DEFINE_integer('eval_every', 100, 'Print validation loss and bits per character '
                      'every this many steps (and at the end).', lower_bound=1)
 flags.DEFINE_integer('tensor_parallel', None, 'T; default: the number of --devices listed, '
@@ -36,7 +40,18 @@ flags.DEFINE_integer('tensor_parallel', None, 'T; default: the number of --devic
 cli.define_lm_model_flags()
 flags.DEFINE_string('prompt', 'The ', 'Text the sample continues.')
 flags.DEFINE_float('temperature', 0.8, 'Sampling temperature (0: most likely).')
-flags.DEFINE_integer('sample_length', 200, 'Characters to generate.', lower_bound=0)
+cli.require_finite('temperature', 0, inclusive=True, note=' (0: the most likely character)')
+# One model call per character (about 40 ms at the default sizes on a busy
+# 2-core CPU): the bound keeps the sample to minutes.
+MAX_SAMPLE_LENGTH = 10_000
+flags.DEFINE_integer('sample_length', 200, 'Characters to generate (at most '
+                     f'{MAX_SAMPLE_LENGTH:,}).', lower_bound=0, upper_bound=MAX_SAMPLE_LENGTH)
+
+
+def check_flags():
+  """What can be checked before TensorFlow loads: devices, the output directory."""
+  cli.check_local_devices(FLAGS.devices)
+  cli.check_output_dirs('logdir')
 
 
 def main(argv):
@@ -48,8 +63,10 @@ def main(argv):
   config = lm.LMConfig(vocab_size=corpus.vocab.size, context=FLAGS.context,
                        d_model=FLAGS.d_model, num_heads=FLAGS.num_heads,
                        num_blocks=FLAGS.num_blocks, mlp_units=FLAGS.mlp_units, seed=FLAGS.seed)
-  # Check the sampling flags before spending minutes on training.
+  # Check the sampling flags, and the sizes against the memory, before
+  # spending minutes on building and training.
   lm.check_sampling(corpus.vocab, FLAGS.prompt, FLAGS.sample_length, FLAGS.temperature)
+  lm.check_lm_fits(config, FLAGS.batch_size)
   model = lm.build_lm(config, FLAGS.devices, tensor_parallel=FLAGS.tensor_parallel)
   trainer = lm.LMTrainer(model, FLAGS.learning_rate)
   print(f'Text: {source}, {len(text)} characters, {corpus.vocab.size} distinct; unigram '
@@ -57,7 +74,9 @@ def main(argv):
   print(f'Model: {config.num_blocks} blocks, d_model {config.d_model}, {config.num_heads} '
         f'heads, context {config.context}; tensor parallel over T={model.tensor_parallel}: '
         f'{", ".join(map(str, model.devices))}', flush=True)
-  checkpoints = lm.LMCheckpoints(FLAGS.logdir, trainer, corpus.vocab) if FLAGS.logdir else None
+  checkpoints = (lm.LMCheckpoints(FLAGS.logdir, trainer, corpus.vocab,
+                                 log=lambda line: print(line, flush=True))
+                 if FLAGS.logdir else None)
   if checkpoints and checkpoints.restore_or_initialize():
     print(f'Resumed from step {int(trainer.step.numpy())} ({FLAGS.logdir})')
 
@@ -84,4 +103,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main, __doc__, lambda: cli.check_output_dirs('logdir'))
+  cli.run(main, __doc__, check_flags)

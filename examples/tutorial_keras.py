@@ -14,13 +14,15 @@ batches, from the same initial weights, as examples/tutorial.py.
       --devices "cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5"
 """
 
+# cli first: from its import on, a Ctrl-C ends the program in one line.
+from tf_mp import cli  # pylint: disable=g-bad-import-order
+
 import os
 import time
 
 from absl import flags
 
 import tf_mp
-from tf_mp import cli
 from tf_mp.errors import TfMpError  # no TensorFlow: usable before it loads
 
 FLAGS = flags.FLAGS
@@ -38,7 +40,8 @@ flags.DEFINE_string('save', None, 'Save the trained model here (a .keras file).'
 
 
 def check_flags():
-  """Before TensorFlow loads: the --save path."""
+  """Before TensorFlow loads: the devices, the --save path."""
+  cli.check_local_devices(FLAGS.devices)
   if FLAGS.save:
     if not FLAGS.save.endswith('.keras'):
       raise TfMpError(f'--save {FLAGS.save!r} must end in .keras')

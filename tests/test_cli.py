@@ -27,6 +27,8 @@ PIPELINE = [os.path.join(EXAMPLES, 'pipeline.py')]
 TINY_LM = [os.path.join(EXAMPLES, 'tiny_lm.py')]
 THREE_CPUS = ['--devices', 'cpu:0,cpu:1,cpu:2']
 A_FILE = os.path.abspath(__file__)  # A path that exists and is not a directory.
+# A directory that does not exist (the checks before training create nothing).
+NEW_DIR = os.path.join(tempfile.gettempdir(), f'tf_mp_test_cli_{os.getpid()}')
 
 
 def env():
@@ -82,7 +84,9 @@ class BadFlagTest(parameterized.TestCase):
        r'flag --steps=-5: -5 is not a positive integer'),
       ('zero_batch', TUTORIAL, ['--batch_size=0'], r'flag --batch_size=0: '),
       ('zero_learning_rate', TUTORIAL, ['--learning_rate=0'],
-       r'--learning_rate must be > 0'),
+       r'--learning_rate must be a finite number > 0; see --help$'),
+      ('infinite_learning_rate', TUTORIAL, ['--learning_rate=inf'],
+       r'--learning_rate must be a finite number > 0'),
       ('unknown_flag', TUTORIAL, ['--stepz=3'], r"Unknown command line flag 'stepz'"),
       ('not_a_number', TUTORIAL, ['--steps=ten'], r'flag --steps=ten: invalid literal'),
       ('positional', TUTORIAL, ['extra'], r'unexpected arguments: extra'),
@@ -108,6 +112,58 @@ class BadFlagTest(parameterized.TestCase):
        r"--export_dir '.*test_cli.py/sub/model' is under a file"),
       ('lm_logdir_is_a_file', TINY_LM, ['--logdir', A_FILE],
        r"--logdir '.*test_cli.py' is a file; expected a directory$"),
+      # Values TensorFlow cannot hold: the initializers' seed and the step
+      # counter are int64 (a traceback, or training forever, before).
+      ('seed_beyond_int64', TUTORIAL, ['--seed=18446744073709551616'],
+       r'flag --seed=18446744073709551616: 18446744073709551616 is not an integer in '
+       r'the range \[0, 9223372036854775807\]; see --help$'),
+      ('negative_seed', TINY_LM, ['--seed=-1'], r'flag --seed=-1: -1 is not an integer'),
+      ('steps_beyond_int64', TUTORIAL, ['--steps=99999999999999999999999999'],
+       r'flag --steps=99999999999999999999999999: 99999999999999999999999999 is larger '
+       r"than 2\^63 - 1 \(9223372036854775807\), the largest integer TensorFlow's "
+       r'int64 counters hold; see --help$'),
+      ('log_every_beyond_int64', PIPELINE, ['--log_every=99999999999999999999'],
+       r'flag --log_every=99999999999999999999: .* is larger than 2\^63 - 1'),
+      ('report_steps_bounded', PIPELINE, ['--report_steps=4611686018427387904'],
+       r'4611686018427387904 is not an integer in the range \[0, 100\]'),
+      ('lm_sample_length_bounded', TINY_LM, ['--sample_length=100000000000'],
+       r'100000000000 is not an integer in the range \[0, 10000\]'),
+      ('lm_infinite_temperature', TINY_LM, ['--temperature=inf'],
+       r'flag --temperature=inf: --temperature must be a finite number >= 0 \(0: the '
+       r'most likely character\); see --help$'),
+      ('nan_collective_timeout', TUTORIAL, ['--collective_timeout=nan'],
+       r'--collective_timeout must be a finite number >= 0 \(0: wait forever\)'),
+      ('nan_peer_timeout', TUTORIAL, ['--peer_timeout=nan'],
+       r'--peer_timeout must be a finite number >= 0'),
+      ('empty_data', TUTORIAL, ['--data='],
+       r'--data is empty; expected the path of a .npz file'),
+      ('lm_empty_text', TINY_LM, ['--text='], r'--text is empty; expected the path'),
+      # A device of another job exists only in a cluster (a TensorFlow
+      # "unknown device" traceback before).
+      ('remote_device', TUTORIAL, ['--devices', '/job:worker/task:1/device:CPU:0,cpu:0,cpu:1'],
+       r"--devices names '/job:worker/task:1/device:CPU:0', a device of job 'worker', "
+       r'but this process is in no cluster; expected local devices such as cpu:0 '
+       r'\(with --strategy multi_worker, too, each worker places the model on its own '
+       r'devices\)$'),
+      ('remote_device_mirrored', TUTORIAL, ['--strategy=mirrored', '--devices',
+                                            'cpu:0,cpu:1,cpu:2;/job:foo/device:CPU:0'],
+       r"--devices names '/job:foo/device:CPU:0', a device of job 'foo'"),
+      ('pipeline_remote_device', PIPELINE, ['--devices=/job:foo/task:0/device:CPU:0'],
+       r"a device of job 'foo', but this process is in no cluster; expected local "
+       r'devices such as cpu:0$'),
+      ('lm_remote_device', TINY_LM, ['--devices=/job:foo/task:0/device:CPU:0'],
+       r"a device of job 'foo'"),
+      # The export directory must be empty when the model is exported, after
+      # training: found out then, before.
+      ('export_dir_is_checkpoint_dir', TUTORIAL, ['--checkpoint_dir', NEW_DIR,
+                                                  '--export_dir', NEW_DIR + '/'],
+       rf"--export_dir and --checkpoint_dir are the same directory \('{NEW_DIR}'\); "
+       r'expected separate directories \(the export directory must be empty when the '
+       r'model is exported\)$'),
+      ('logdir_inside_export_dir', TUTORIAL, ['--logdir', NEW_DIR + '/logs',
+                                              '--export_dir', NEW_DIR],
+       rf"--logdir '{NEW_DIR}/logs' is inside --export_dir '{NEW_DIR}'; expected "
+       r'separate directories'),
   )
   def test_one_line_exit_1_before_anything_runs(self, program, args, message):
     result = run(program, *args)
@@ -117,6 +173,7 @@ class BadFlagTest(parameterized.TestCase):
     self.assertLen(lines, 1, result.stderr)
     name = os.path.basename(program[-1]) if program is not CONSOLE_TUTORIAL else 'tutorial.py'
     self.assertRegex(lines[0], rf'^{re.escape(name)}: error: .*{message}')
+    self.assertFalse(os.path.exists(NEW_DIR))  # Nothing created.
 
 
 class ChecksBeforeTrainingTest(parameterized.TestCase):
@@ -199,6 +256,47 @@ class SignalTest(parameterized.TestCase):
         f'SavedModel written to {export_dir}'])
     serve = tf.saved_model.load(export_dir).signatures['serving_default']
     self.assertEqual(serve(features=tf.zeros([2, 128]))['logits'].shape, (2, 10))
+
+
+class StartUpTest(parameterized.TestCase):
+  """Signals before training, and a device check that needs a fresh TensorFlow."""
+
+  def test_ctrl_c_during_the_imports_is_one_line(self):
+    # A SIGINT 0.2 s after start printed a 25-line KeyboardInterrupt traceback
+    # from importlib. Here it arrives, deterministically, right after
+    # tf_mp.cli (a program's first import) and during the next import.
+    result = run(['-c', "import sys; sys.argv[0] = 'tutorial.py'; from tf_mp import cli; "
+                  'import os, signal, time; os.kill(os.getpid(), signal.SIGINT); '
+                  'time.sleep(30); import tensorflow'])
+    self.assertEqual(result.returncode, 130, result.stderr)
+    self.assertEqual(result.stderr, 'tutorial.py: stopped by SIGINT while starting; '
+                     'nothing was run\n')
+
+  def test_a_signal_is_not_swallowed_by_except_exception(self):
+    # `Stopped` used to be an Exception: TensorFlow code that catches
+    # Exception (in tf.saved_model.save, say) took a SIGTERM, and the program
+    # went on to exit 0 with the export written.
+    result = run(['-c', "import sys; sys.argv = ['tutorial.py']; from tf_mp import cli\n"
+                  'def check():\n'
+                  '  import os, signal, time\n'
+                  '  try:\n'
+                  '    os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n'
+                  '  except Exception:\n'
+                  '    pass\n'
+                  '  os._exit(0)\n'
+                  'cli.run(lambda argv: 0, None, check)'])
+    self.assertEqual(result.returncode, 143, result.stderr)
+    self.assertEqual(result.stderr, 'tutorial.py: stopped by SIGTERM\n')
+
+  def test_negative_cpu_index_is_one_line(self):
+    # cpu:-1 asked TensorFlow for 0 logical CPUs: a NotFoundError traceback.
+    result = run(PIPELINE, '--devices=cpu:-1', '--steps', '1', '--report_steps', '0')
+    self.assertEqual(result.returncode, 1, result.stderr)
+    self.assertEqual(result.stdout, '')
+    lines = error_lines(result.stderr)
+    self.assertLen(lines, 1, result.stderr)
+    self.assertRegex(lines[0], r"^pipeline.py: error: device 'cpu:-1' does not exist; "
+                     r'this machine has: cpu:0\b')
 
 
 class ResumeSettingsTest(tf.test.TestCase):

@@ -23,6 +23,7 @@ import tf_mp
 from tf_mp import lm
 from tf_mp.adam import variable_name
 from tf_mp.checkpoints import SETTINGS_FILE
+from tf_mp.distribute.cluster import parse_tf_config
 from tf_mp.files import check_writable_dir, read_json, write_text_atomic
 from tf_mp.memory import check_batch_fits
 
@@ -414,15 +415,19 @@ class RunSettingsTest(tf.test.TestCase):
 
 
 class LMRunFileTest(tf.test.TestCase):
-  """tiny_lm.json: written atomically; a damaged one is one line."""
+  """tiny_lm.json: written atomically; a damaged one is one line; the state file recovered."""
+
+  def setUp(self):
+    super().setUp()
+    self.corpus = lm.prepare_corpus(lm.builtin_corpus()[:2000], 12)
+    config = lm.LMConfig(vocab_size=self.corpus.vocab.size, context=12, d_model=12,
+                         num_heads=3, num_blocks=1, mlp_units=12)
+    self.logdir = tempfile.mkdtemp(prefix='lm_')
+    self.addCleanup(shutil.rmtree, self.logdir, ignore_errors=True)
+    self.trainer = lm.LMTrainer(lm.build_lm(config, THREE))
 
   def test_damaged_run_file_is_one_line_and_save_rewrites_it_whole(self):
-    corpus = lm.prepare_corpus(lm.builtin_corpus()[:2000], 12)
-    config = lm.LMConfig(vocab_size=corpus.vocab.size, context=12, d_model=12,
-                         num_heads=3, num_blocks=1, mlp_units=12)
-    logdir = tempfile.mkdtemp(prefix='lm_')
-    self.addCleanup(shutil.rmtree, logdir, ignore_errors=True)
-    trainer = lm.LMTrainer(lm.build_lm(config, THREE))
+    logdir, trainer, corpus = self.logdir, self.trainer, self.corpus
     lm.LMCheckpoints(logdir, trainer, corpus.vocab).save()
     run_file = os.path.join(logdir, lm.train.RUN_FILE)
     saved = read_json(run_file)
@@ -435,6 +440,26 @@ class LMRunFileTest(tf.test.TestCase):
         lm.LMCheckpoints(logdir, trainer, corpus.vocab).restore_or_initialize()
       self.assertStartsWith(one_line(self, caught.exception),
                             f'tiny LM run file {run_file!r} {how}')
+
+  def test_damaged_state_file_is_recovered_with_a_line(self):
+    # tiny_lm resumed right, but said nothing of the damage (the tutorial does).
+    advance(self.trainer, 6)
+    lm.LMCheckpoints(self.logdir, self.trainer, self.corpus.vocab).save()
+    at_6 = state(self.trainer)
+    state_file = os.path.join(self.logdir, 'checkpoint')
+    with open(state_file, 'wb') as f:
+      f.write(b'\x8f\x00garbage{{{')
+    advance(self.trainer, 0)
+    messages = []
+    step = lm.LMCheckpoints(self.logdir, self.trainer, self.corpus.vocab,
+                            log=messages.append).restore_or_initialize()
+    self.assertEqual(step, 6)
+    self.assertLen(messages, 1)
+    self.assertStartsWith(messages[0], f'checkpoint state file {state_file!r} does not parse')
+    self.assertEndsWith(messages[0], 'recovered the list from the checkpoints present '
+                        f'(ckpt-6); the damaged file is kept as {state_file}.damaged')
+    for name, value in at_6.items():
+      self.assertAllEqual(value, state(self.trainer)[name], msg=name)
 
 
 class ExportTest(parameterized.TestCase, tf.test.TestCase):
@@ -586,6 +611,41 @@ _BAD_CALLS = (
      'LMConfig.context 1000000000 makes attention scores of 4,000,000,000,000,000,000 '
      'elements per window (4 heads x 1000000000 x 1000000000), more than '
      'TensorFlow handles; expected a context of at most 23,170'),
+    # What the programs' flags reach (tf_mp/cli.py refuses them earlier too).
+    ('devices_huge_cpu_index', lambda: tf_mp.resolve_devices('cpu:99999999999999999999'),
+     "device 'cpu:99999999999999999999' does not exist; this machine has: cpu:0, "),
+    ('tf_config_same_address', lambda: parse_tf_config(json.dumps(
+        {'cluster': {'worker': ['127.0.0.1:29403', '127.0.0.1:29403']},
+         'task': {'type': 'worker', 'index': 0}})),
+     'TF_CONFIG tasks worker:0 and worker:1 have the same address 127.0.0.1:29403; '
+     'expected one address (host:port) per task'),
+    ('strategy_nan_peer_timeout', lambda: tf_mp.distribute.create_strategy(
+        'none', 'cpu:0', peer_timeout=float('nan')),
+     'peer timeout must be a finite number of seconds >= 0 (0: wait forever), got nan'),
+    ('strategy_nan_collective_timeout', lambda: tf_mp.distribute.create_strategy(
+        'none', 'cpu:0', collective_timeout=float('nan')),
+     'collective timeout must be a finite number of seconds >= 0 (0: no limit), got nan'),
+    ('strategy_infinite_collective_timeout', lambda: tf_mp.distribute.create_strategy(
+        'none', 'cpu:0', collective_timeout=float('inf')),
+     'collective timeout must be a finite number of seconds >= 0 (0: no limit), got inf'),
+    ('lm_infinite_temperature', lambda: lm.check_sampling(
+        lm.CharVocab.from_text('abc'), 'a', 5, float('inf')),
+     'temperature must be a finite number >= 0, got inf'),
+    ('lm_d_model_too_large', lambda: lm.build_lm(lm.LMConfig(d_model=10**7, num_heads=1),
+                                                 ['cpu:0']),
+     "the tiny LM's attention kernel would be [10000000, 10000000], "
+     '100,000,000,000,000 elements, more than TensorFlow handles (2,147,483,647); '
+     'expected smaller sizes (d_model 10000000, mlp_units 512, vocabulary 96)'),
+    ('lm_mlp_too_large', lambda: lm.check_lm_fits(lm.LMConfig(mlp_units=10**8)),
+     "the tiny LM's MLP kernel would be [128, 100000000]"),
+    ('lm_batch_too_large', lambda: lm.check_lm_fits(lm.LMConfig(), 10**6),
+     # [batch, context, 512]: the MLP's hidden layer, and the attention scores
+     # (4 heads x 128 x 128 per window) are as large.
+     'batch_size 1000000 of windows of 128 makes a tensor of 65,536,000,000 elements, '
+     'more than TensorFlow handles (2,147,483,647); expected a batch of at most 32,767'),
+    ('lm_blocks_beyond_memory', lambda: lm.check_lm_fits(
+        lm.LMConfig(num_blocks=100000), 32, available_bytes=2**34),
+     'the tiny LM (100000 blocks, d_model 128, mlp_units 512, context 128) needs about '),
     ('batch_indices', lambda: tf_mp.batch_indices(0, 0, 10),
      'batch_size must be a positive integer, got 0'),
 )
@@ -666,6 +726,59 @@ class BatchFitTest(tf.test.TestCase):
     x = tf.TensorSpec([10**9, 12], tf.int32)
     with self.assertRaisesRegex(tf_mp.TfMpError, 'makes a tensor of'):
       check_batch_fits(tiny, x, 10**8, available_bytes=2**60)
+
+
+class LMSizeTest(tf.test.TestCase):
+  """check_lm_fits: the tiny LM's sizes against TensorFlow's limits and the memory, before building."""
+
+  def test_parameter_count_is_the_built_models(self):
+    config = lm.LMConfig(vocab_size=13, context=12, d_model=18, num_heads=6,
+                         num_blocks=2, mlp_units=24)
+    model = lm.build_lm(config, ['cpu:0', 'cpu:1'])
+    self.assertEqual(config.num_parameters,
+                     sum(int(np.prod(v.shape)) for v in model.trainable_variables))
+
+  def test_weights_and_a_step_count_against_the_memory(self):
+    config = lm.LMConfig()
+    lm.check_lm_fits(config, 32, available_bytes=2**40)
+    weights = config.num_parameters * 4 * 4  # float32: values, gradients, Adam's m and v
+    lm.check_lm_fits(config, available_bytes=weights)
+    with self.assertRaises(tf_mp.TfMpError) as caught:
+      lm.check_lm_fits(config, available_bytes=weights - 1)
+    self.assertRegex(one_line(self, caught.exception),
+                     r'^the tiny LM \(4 blocks, d_model 128, mlp_units 512, context 128\) '
+                     rf'needs about 0.0 GiB for its {config.num_parameters:,} weights '
+                     r'with their gradients and Adam slots \(estimated\), more than the '
+                     r'0.0 GiB of memory available; expected smaller sizes$')
+    with self.assertRaises(tf_mp.TfMpError) as caught:
+      lm.check_lm_fits(config, 32, available_bytes=weights)
+    self.assertIn('Adam slots and one step of 32 windows (estimated)',
+                  one_line(self, caught.exception))
+
+
+class SummaryWriterTest(tf.test.TestCase):
+
+  def test_full_disk_is_one_line(self):
+    # The TensorBoard writer's flush failed with a 66-line traceback.
+    if os.geteuid() != 0:
+      self.skipTest('mounting a tiny tmpfs needs root')
+    from tf_mp import cli  # pylint: disable=g-import-not-at-top
+    path = tempfile.mkdtemp(prefix='summaries_')
+    self.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4k', 'tmpfs', path],
+                      capture_output=True, check=False).returncode:
+      self.skipTest('cannot mount a tmpfs here')
+    self.addCleanup(subprocess.run, ['umount', path], check=False)
+    logger = cli.StepLogger(os.path.join(path, 'logs'))
+    with self.assertRaises(tf_mp.TfMpError) as caught:
+      for step in range(10000):
+        logger(step, np.float32(1.5))
+    self.assertRegex(one_line(self, caught.exception),
+                     rf"^cannot write TensorBoard summaries to '{path}/logs' at step "
+                     rf'{step} \(ResourceExhaustedError: {path}/logs/events.out.tfevents'
+                     r'\S+; No space left on device\); training stopped there, '
+                     'checkpoints already saved are intact$')
+    logger.close()  # The writer is gone: nothing more to flush, nothing raised.
 
 
 class FilesTest(tf.test.TestCase):

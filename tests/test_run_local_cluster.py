@@ -1,15 +1,35 @@
 """tools/run_local_cluster.py: two tutorial workers on 127.0.0.1, the chief's lines only."""
 
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 
 from absl.testing import absltest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(ROOT, 'tools', 'run_local_cluster.py')
+
+# A stand-in worker: ignores SIGINT (as a worker blocked in a collective
+# does), writes its pid; worker 1, once worker 0 is up, interrupts the launcher.
+FAKE_WORKER = textwrap.dedent('''\
+    import json, os, signal, sys, time
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    index = json.loads(os.environ['TF_CONFIG'])['task']['index']
+    directory = sys.argv[-1]
+    with open(os.path.join(directory, f'pid_{index}.tmp'), 'w') as f:
+      f.write(str(os.getpid()))
+    os.rename(os.path.join(directory, f'pid_{index}.tmp'), os.path.join(directory, f'pid_{index}'))
+    while index == 1 and not os.path.exists(os.path.join(directory, 'pid_0')):
+      time.sleep(0.05)
+    if index == 1:
+      os.kill(os.getppid(), signal.SIGINT)
+    time.sleep(120)
+''')
 
 
 def launch(*args, timeout=300):
@@ -43,6 +63,47 @@ class RunLocalClusterTest(absltest.TestCase):
                      r'stopped the others')
     self.assertIn('tutorial.py: error: flag --steps=-1: -1 is not a positive integer',
                   result.stderr)
+
+
+  def test_argument_errors_are_one_line_and_status_1(self):
+    for args, message in (
+        (['--workers', '0'], r'argument --workers: 0 is not in \[1, \d+\] \(4 per CPU core, '),
+        (['--workers', '100000'], r'argument --workers: 100000 is not in \[1, '),
+        (['--workers', 'abc'], r"argument --workers: 'abc' is not an integer"),
+        (['--timeout', 'nan'], r'argument --timeout: nan is not a finite number of seconds > 0'),
+        (['--timeout', '-1'], r'argument --timeout: -1 is not a finite number of seconds > 0'),
+        (['--grace_seconds', 'nan'], r'argument --grace_seconds: nan is not a finite number '
+         r'of seconds >= 0'),
+        (['--grace_seconds', '-1'], r'argument --grace_seconds: -1 is not a finite'),
+        (['--log_dir', '/proc/nope'], r"--log_dir '/proc/nope' cannot be created"),
+        (['--log_dir', LAUNCHER], r'--log_dir .* exists and is not a directory')):
+      result = launch(*args)
+      self.assertEqual(result.returncode, 1, (args, result.stderr))
+      self.assertEqual(result.stdout, '')
+      self.assertRegex(result.stderr, rf'^run_local_cluster: error: {message}.*\n$')
+      self.assertLen(result.stderr.splitlines(), 1, result.stderr)
+
+  def test_interrupt_stops_then_kills_and_reaps_every_worker(self):
+    spec = importlib.util.spec_from_file_location('run_local_cluster', LAUNCHER)
+    tool = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(LAUNCHER))  # Its benchlib.
+    try:
+      spec.loader.exec_module(tool)
+    finally:
+      sys.path.remove(os.path.dirname(LAUNCHER))
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    tool.TUTORIAL = os.path.join(directory, 'worker.py')
+    with open(tool.TUTORIAL, 'w') as f:
+      f.write(FAKE_WORKER)
+    status = tool.main(['--workers', '2', '--grace_seconds', '0.5', '--log_dir', directory,
+                        '--', directory])
+    self.assertEqual(status, 130)
+    for index in (0, 1):
+      with open(os.path.join(directory, f'pid_{index}')) as f:
+        pid = int(f.read())
+      with self.assertRaises(ProcessLookupError, msg=f'worker {index} still exists'):
+        os.kill(pid, 0)  # Gone, and reaped (a zombie would still answer).
 
 
 if __name__ == '__main__':

@@ -166,6 +166,27 @@ class MultiWorkerTest(tf.test.TestCase):
     self.assert_workers_match('resume', seed, 120, resumed[0])
     self.assertEqual(os.listdir(checkpoints).count('.worker_1_temp'), 0)
 
+  def test_sigterm_during_training_ends_each_worker_in_one_line(self):
+    # Starting the strategy installs TensorFlow's C++ SIGTERM handler, which
+    # only records the signal: the workers trained on as if nothing happened.
+    cluster = Cluster(free_ports(2), ['--steps', '1000000', '--log_every', '10',
+                                      f'--collective_timeout={COLLECTIVE_TIMEOUT_S}'],
+                      self.dir)
+    try:
+      workers = cluster.start('term')
+      for line in workers[0].stdout:
+        if line.startswith('Step: 10 '):
+          break
+      for process in workers:
+        process.send_signal(signal.SIGTERM)
+      for index, process in enumerate(workers):
+        process.wait(timeout=COLLECTIVE_TIMEOUT_S + 90)
+        self.assertEqual(process.returncode, 143, cluster.stderr('term', index))
+        self.assertEqual(cluster.stderr('term', index).splitlines(),
+                         ['strategy_worker.py: stopped by SIGTERM'])
+    finally:
+      cluster.stop()
+
 
 if __name__ == '__main__':
   tf.test.main()

@@ -24,13 +24,42 @@ training stop it at the next step boundary (`stop_on_signals`), with exit
 status 130 or 143.
 
 This module imports neither TensorFlow nor tf_mp's TensorFlow modules at import
-time; `import tf_mp` is cheap (see tf_mp/__init__.py).
+time; `import tf_mp` is cheap (see tf_mp/__init__.py). A program imports it
+first: from then on a Ctrl-C, even during the imports, ends the program with
+one line and status 130 (`_stopped_while_starting`); only one in the
+interpreter's own start-up (some tens of milliseconds) still shows Python's
+traceback.
 """
 
-import contextlib
+# Only what the hook below needs comes before it; every other import after.
 import os
 import signal
 import sys
+
+
+def _stopped_while_starting(kind, value, traceback, default=sys.excepthook):
+  """A Ctrl-C before `run` handles signals (the imports): one line, status 130.
+
+  Nothing has run yet, so there is nothing to save; an uncaught
+  KeyboardInterrupt is all this changes (an in-process user, e.g. a test run,
+  catches its own).
+  """
+  if not issubclass(kind, KeyboardInterrupt):
+    default(kind, value, traceback)
+    return
+  sys.stdout.flush()
+  sys.stderr.write(f'{os.path.basename(sys.argv[0])}: stopped by SIGINT while '
+                   'starting; nothing was run\n')
+  sys.stderr.flush()
+  os._exit(128 + signal.SIGINT)  # pylint: disable=protected-access
+
+
+sys.excepthook = _stopped_while_starting
+
+# pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
+import contextlib
+import math
+import re
 import tempfile
 import textwrap
 import time
@@ -40,6 +69,7 @@ from absl import flags
 from absl import logging
 
 from tf_mp.errors import TfMpError
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
 
@@ -48,6 +78,9 @@ FLAGS = flags.FLAGS
 flags.disclaim_key_flags()
 
 STEP_LINE_FORMAT = 'Step: {step} Loss: {loss}'  # The document's line.
+# The largest integer a flag may hold: TensorFlow's counters (the step) and
+# seeds are int64, and no size or count of the programs gets near it.
+INT64_MAX = 2**63 - 1
 
 
 # Flags, each defined in one place. Every helper takes the program's default
@@ -69,15 +102,34 @@ def define_log_every(default: int) -> None:
                        lower_bound=1)
 
 
+def require_finite(name: str, minimum: float, *, inclusive: bool,
+                   note: str = '') -> None:
+  """Refuses a float flag that is nan, infinite or below `minimum` (or at it, unless inclusive).
+
+  absl's `lower_bound` lets nan through (nan < 0 is false).
+  """
+  relation = '>=' if inclusive else '>'
+  flags.register_validator(
+      name, lambda v: v is None or math.isfinite(v) and (
+          v >= minimum if inclusive else v > minimum),
+      message=f'--{name} must be a finite number {relation} {minimum:g}{note}')
+
+
+def require_non_empty(name: str, expected: str) -> None:
+  """Refuses a string flag given as '' (unset is None: the flag's default meaning)."""
+  flags.register_validator(name, lambda v: v is None or bool(v.strip()),
+                           message=f'--{name} is empty; expected {expected}')
+
+
 def define_learning_rate(default: float = 0.001) -> None:
   flags.DEFINE_float('learning_rate', default, 'Adam learning rate (> 0).')
-  flags.register_validator('learning_rate', lambda v: v > 0,
-                           message='--learning_rate must be > 0')
+  require_finite('learning_rate', 0, inclusive=False)
 
 
 def define_seed(help_text: str = 'Seed of the synthetic data and the initial '
                 'weights.') -> None:
-  flags.DEFINE_integer('seed', 0, help_text)
+  # The initializers take the seed as an int64 (tf.random.stateless_*).
+  flags.DEFINE_integer('seed', 0, help_text, lower_bound=0, upper_bound=INT64_MAX)
 
 
 def define_training_flags(*, steps: int, batch_size: int, log_every: int,
@@ -100,6 +152,8 @@ def define_data() -> None:
   flags.DEFINE_string('data', None,
                       'A .npz with x [n, 128] float32 and y [n] integer labels '
                       'in [0, 10); default: the synthetic teacher task.')
+  require_non_empty('data', 'the path of a .npz file (leave the flag out for '
+                    'the synthetic task)')
 
 
 def define_checkpoint_flags(every: int = 1000) -> None:
@@ -131,12 +185,12 @@ def define_strategy_flags(collective_timeout: float = 60) -> None:
                       '--batch_size is the global batch.')
   flags.DEFINE_float('collective_timeout', collective_timeout,
                      'multi_worker: seconds a collective waits for a dead '
-                     'worker before the run fails (0: forever).',
-                     lower_bound=0)
+                     'worker before the run fails (0: forever).')
   flags.DEFINE_float('peer_timeout', 120,
                      'multi_worker: seconds to wait at start for the other '
-                     'workers of TF_CONFIG before giving up (0: forever).',
-                     lower_bound=0)
+                     'workers of TF_CONFIG before giving up (0: forever).')
+  for name in ('collective_timeout', 'peer_timeout'):
+    require_finite(name, 0, inclusive=True, note=' (0: wait forever)')
 
 
 def define_lm_model_flags(*, num_blocks: int = 4, d_model: int = 128, num_heads: int = 4,
@@ -159,8 +213,13 @@ def _define_verbose() -> None:
 
 # Start-up, the error guard and the stop signals.
 
-class Stopped(Exception):
-  """SIGINT or SIGTERM ended the program; it exits with 128 + the signal number."""
+class Stopped(BaseException):
+  """SIGINT or SIGTERM ended the program; it exits with 128 + the signal number.
+
+  A BaseException, as KeyboardInterrupt is: raised from the signal handler
+  anywhere (an import, `tf.saved_model.save`), it must not be swallowed by an
+  `except Exception` there and the program carry on.
+  """
 
   def __init__(self, signum: int, message: str):
     super().__init__(message)
@@ -231,6 +290,11 @@ def parse_flags(argv, doc: Optional[str] = None) -> list:
     _fail(f'{e}; see --help')
   if len(rest) > 1:
     _fail(f'unexpected arguments: {" ".join(rest[1:])}; see --help')
+  for name, flag in sorted(FLAGS._flags().items()):  # pylint: disable=protected-access
+    value = flag.value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+      _fail(f'flag --{name}={value}: {value} is larger than 2^63 - 1 ({INT64_MAX}), the '
+            "largest integer TensorFlow's int64 counters hold; see --help")
   return rest
 
 
@@ -381,6 +445,49 @@ def check_device_count(spec: Optional[str], count: int, what: str) -> None:
                       f'{count} (one per {what[:-1]})')
 
 
+def check_local_devices(spec: Optional[str], note: str = '') -> None:
+  """Refuses a device of another job (`/job:worker/task:1/...`) in a one-process run.
+
+  Such a device exists only in a cluster; in one process TensorFlow fails at
+  the first tensor with "unknown device". `note` ends the message.
+  """
+  if spec is None:
+    return
+  for name in spec.replace(';', ',').split(','):
+    job = re.search(r'/job:([^/]*)', name)
+    if job and job.group(1) != 'localhost':
+      raise TfMpError(f'--devices names {name.strip()!r}, a device of job '
+                      f'{job.group(1)!r}, but this process is in no cluster; '
+                      f'expected local devices such as cpu:0{note}')
+
+
+def check_export_dir_apart(*flag_names: str) -> None:
+  """Refuses --export_dir naming the directory of one of these flags, or one holding it.
+
+  The export directory must be new or empty when the SavedModel is written,
+  after training, and these write into theirs during training: sharing
+  would end the run, after training, with "already exists and is not
+  empty". (An export directory inside theirs is fine: they write no
+  sub-directories of that name.)
+  """
+  if not FLAGS.export_dir:
+    return
+  export = os.path.realpath(FLAGS.export_dir)
+  for name in flag_names:
+    path = FLAGS[name].value
+    if not path:
+      continue
+    real = os.path.realpath(path)
+    if real == export:
+      raise TfMpError(f'--export_dir and --{name} are the same directory '
+                      f'({path!r}); expected separate directories (the export '
+                      'directory must be empty when the model is exported)')
+    if real.startswith(export + os.sep):
+      raise TfMpError(f'--{name} {path!r} is inside --export_dir '
+                      f'{FLAGS.export_dir!r}; expected separate directories (the '
+                      'export directory must be empty when the model is exported)')
+
+
 # Data and output.
 
 def load_data():
@@ -394,11 +501,14 @@ def load_data():
 class StepLogger:
   """`on_log` for `Trainer.fit`: prints `Step: N Loss: X` as the document does.
 
-  With `logdir`, also writes TensorBoard scalars `loss` and `steps_per_second`.
+  With `logdir`, also writes TensorBoard scalars `loss` and `steps_per_second`;
+  a write that fails (a full disk) raises TfMpError, one line, and training
+  stops there (checkpoints already saved are untouched).
   """
 
   def __init__(self, logdir: Optional[str] = None):
     self._writer = None
+    self._logdir = logdir
     if logdir:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       self._writer = tf.summary.create_file_writer(logdir)
@@ -411,7 +521,7 @@ class StepLogger:
       return
     from tf_mp.summaries import write_scalar  # pylint: disable=g-import-not-at-top
     now = time.perf_counter()
-    with self._writer.as_default():
+    with self._summary_errors(step), self._writer.as_default():
       write_scalar('loss', loss, step)
       if self._last and step > self._last[0]:
         write_scalar('steps_per_second',
@@ -420,7 +530,20 @@ class StepLogger:
 
   def close(self) -> None:
     if self._writer is not None:
-      self._writer.flush()
+      with self._summary_errors(self._last[0] if self._last else 0):
+        self._writer.flush()
+
+  @contextlib.contextmanager
+  def _summary_errors(self, step: int):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from tf_mp.summaries import summary_error  # pylint: disable=g-import-not-at-top
+    try:
+      yield
+    except (tf.errors.OpError, OSError) as e:
+      writer, self._writer = self._writer, None
+      with contextlib.suppress(tf.errors.OpError, OSError):
+        writer.close()  # Its events are lost; a second flush would fail again.
+      raise summary_error(self._logdir, step, e) from None
 
 
 def done_line(result) -> str:

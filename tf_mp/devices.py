@@ -209,7 +209,7 @@ def resolve_devices(spec: DeviceSpec = 'auto', count: int = 3,
       if tf.DeviceSpec.from_string(n).device_type == 'CPU' and
       tf.DeviceSpec.from_string(n).job in (None, 'localhost')
   ]
-  if cpu_indices and max(cpu_indices) < MAX_LOGICAL_CPUS:
+  if cpu_indices and 0 <= max(cpu_indices) < MAX_LOGICAL_CPUS:
     try:
       ensure_logical_cpus(max(cpu_indices) + 1)
     except TfMpError:

@@ -56,9 +56,19 @@ def step_memory_estimate(model, batch_size: int, example_shape,
       model) rather than one float feature vector.
   """
   example_size = int(np.prod(example_shape, dtype=np.int64)) if len(example_shape) else 1
-  positions = example_size if token_ids else 1
   widths = [int(v.shape[-1]) for v in model.trainable_variables
             if len(v.shape) == 2]
+  return activation_estimate(widths, batch_size, example_size,
+                             example_size if token_ids else 1)
+
+
+def activation_estimate(widths, batch_size: int, example_size: int,
+                        positions: int) -> Tuple[int, int]:
+  """`(bytes, largest tensor's elements)` of a step whose layers have these output widths.
+
+  Each width makes a `[batch, positions, width]` activation (see the module
+  docstring); `example_size` values per example are the gathered batch.
+  """
   per_example = example_size + positions * sum(widths)
   largest = batch_size * max([example_size] + [positions * w for w in widths])
   return batch_size * per_example * BYTES_PER_VALUE * SAFETY, largest
@@ -104,8 +114,8 @@ def check_batch_fits(model, x, batch_size: int,
     available_bytes = available_memory_bytes()
   if available_bytes is not None and needed > available_bytes:
     fits = max(1, batch_size * available_bytes // needed)
-    raise TfMpError(f'batch_size {batch_size} needs about {_gib(needed)} for one '
-                    f'step (estimated), more than the {_gib(available_bytes)} of '
+    raise TfMpError(f'batch_size {batch_size} needs about {gib(needed)} for one '
+                    f'step (estimated), more than the {gib(available_bytes)} of '
                     f'memory available; expected a batch of at most about {fits:,}')
 
 
@@ -137,10 +147,10 @@ def check_parameters_fit(count: int, what: str,
     available_bytes = available_memory_bytes()
   if available_bytes is not None and needed > available_bytes:
     raise TfMpError(f'{what} has {int(count):,} parameters, which need about '
-                    f'{_gib(needed)} with their optimizer state (estimated), more '
-                    f'than the {_gib(available_bytes)} of memory available; '
+                    f'{gib(needed)} with their optimizer state (estimated), more '
+                    f'than the {gib(available_bytes)} of memory available; '
                     'expected smaller widths')
 
 
-def _gib(count: int) -> str:
+def gib(count: int) -> str:
   return f'{count / 2**30:.1f} GiB'

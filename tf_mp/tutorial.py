@@ -15,12 +15,13 @@ lives, last a one-line summary.
 (`python examples/tutorial.py` in a clone runs the same program.)
 """
 
+# cli first: from its import on, a Ctrl-C ends the program in one line.
+from tf_mp import cli  # pylint: disable=g-bad-import-order
+
 import os
 from typing import Optional
 
 from absl import flags
-
-from tf_mp import cli
 
 FLAGS = flags.FLAGS
 NUM_SUB_MODELS = 3
@@ -50,7 +51,11 @@ def define_flags() -> None:
 def check_flags() -> None:
   """What can be checked before TensorFlow loads: devices, every output location."""
   cli.check_device_count(FLAGS.devices, NUM_SUB_MODELS, 'sub-models')
+  if FLAGS.strategy.strip().lower() != 'multi_worker':
+    cli.check_local_devices(FLAGS.devices, ' (with --strategy multi_worker, '
+                            'too, each worker places the model on its own devices)')
   cli.check_output_dirs('export_dir', 'checkpoint_dir', 'logdir')
+  cli.check_export_dir_apart('checkpoint_dir', 'logdir')
 
 
 def train(argv) -> None:

@@ -36,7 +36,8 @@ def parse_tf_config(text: Optional[str]) -> ClusterTask:
   "worker", "index": i}}` (a `chief` job is allowed too).
 
   Raises:
-    TfMpError: the value is missing, not JSON, or not of that form.
+    TfMpError: the value is missing, not JSON, or not of that form, or two
+      tasks share an address.
   """
   example = ('expected e.g. {"cluster": {"worker": ["127.0.0.1:12345", '
              '"127.0.0.1:12346"]}, "task": {"type": "worker", "index": 0}}')
@@ -68,6 +69,13 @@ def parse_tf_config(text: Optional[str]) -> ClusterTask:
       if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise TfMpError(f'TF_CONFIG address {address!r} in job {job!r} is not '
                         '"host:port" with a port in 1..65535')
+  tasks_at = {}
+  for job, addresses in cluster.items():
+    for index, address in enumerate(addresses):
+      other = tasks_at.setdefault(address, f'{job}:{index}')
+      if other != f'{job}:{index}':
+        raise TfMpError(f'TF_CONFIG tasks {other} and {job}:{index} have the same '
+                        f'address {address}; expected one address (host:port) per task')
   task = config.get('task')
   if not isinstance(task, dict):
     raise TfMpError(f'TF_CONFIG has no "task" object; {example}')

@@ -66,6 +66,21 @@ def check_peer_timeout(value) -> Optional[float]:
   return float(value) or None
 
 
+def reclaim_sigterm() -> None:
+  """Puts the process's SIGTERM handler back after the strategy has started.
+
+  Starting the multi-worker runtime installs a C++ SIGTERM handler that only
+  records the signal (for TensorFlow's preemption handling, unused here): a
+  SIGTERM during training was ignored. Python still believes its own handler
+  is in place; this installs it again. Main thread only (elsewhere: nothing).
+  """
+  if threading.current_thread() is not threading.main_thread():
+    return
+  handler = signal.getsignal(signal.SIGTERM)
+  if handler is not None:  # None: installed outside Python, leave it.
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _split(address: str) -> Tuple[str, int]:
   host, _, port = address.rpartition(':')
   return host.strip('[]'), int(port)

@@ -171,6 +171,7 @@ def create_strategy(kind: str = 'none',
   kind = check_strategy_name(kind)
   if collective_timeout is not None:
     finite_number('collective timeout', collective_timeout, minimum=0)
+  # Checked for every kind: a bad value is a mistake even where it is unused.
   peer_timeout = peer_wait.check_peer_timeout(peer_timeout)
   group_size = positive_int('group_size', group_size)
   if kind != 'mirrored' and isinstance(devices, str) and ';' in devices:
@@ -222,6 +223,7 @@ def create_strategy(kind: str = 'none',
   with peer_wait.backstop(remaining):
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=resolver, communication_options=options)
+  peer_wait.reclaim_sigterm()
   group = resolve_devices(devices, group_size, 'sub-models')
   return StrategyLayout('multi_worker', strategy, (tuple(group),), task,
                         collective_timeout or None)

@@ -1,6 +1,6 @@
 """A tiny character-level language model split over devices by tensor parallelism."""
 
-from tf_mp.lm.config import (LMConfig, check_tensor_parallel,
+from tf_mp.lm.config import (LMConfig, check_lm_fits, check_tensor_parallel,
                              default_tensor_parallel)
 from tf_mp.lm.layers import (Block, Embedding, LayerNorm, ParallelAttention,
                              ParallelMLP, Shards)
@@ -12,7 +12,7 @@ from tf_mp.lm.train import LMCheckpoints, LMTrainer, check_sampling, generate
 __all__ = [
     'Block', 'CharVocab', 'Corpus', 'Embedding', 'LMCheckpoints', 'LMConfig',
     'LMTrainer', 'LayerNorm', 'ParallelAttention', 'ParallelMLP', 'Shards',
-    'TinyLM', 'build_lm', 'builtin_corpus', 'check_sampling',
+    'TinyLM', 'build_lm', 'builtin_corpus', 'check_lm_fits', 'check_sampling',
     'check_tensor_parallel',
     'default_tensor_parallel', 'generate', 'load_text', 'prepare_corpus',
     'unigram_entropy'

@@ -6,7 +6,8 @@ from typing import Optional, Sequence
 
 from tf_mp.checks import integer, positive_int
 from tf_mp.errors import TfMpError
-from tf_mp.memory import MAX_TENSOR_ELEMENTS
+from tf_mp.memory import (BYTES_PER_VALUE, MAX_TENSOR_ELEMENTS, activation_estimate,
+                          available_memory_bytes, gib)
 
 # Preferred tensor-parallel widths, in order: the document's three devices first.
 PREFERRED_TENSOR_PARALLEL = (3, 2, 4)
@@ -36,6 +37,16 @@ class LMConfig:
   @property
   def head_units(self) -> int:
     return self.d_model // self.num_heads
+
+  @property
+  def num_parameters(self) -> int:
+    """Weights of the model (the same for every T: shards split them)."""
+    d, vocab, mlp = self.d_model, self.vocab_size, self.mlp_units
+    # Per block: query, key, value, output [d, d]; MLP [d, mlp], [mlp, d];
+    # two norms (scale, offset), two output biases, the MLP's hidden bias.
+    per_block = 4 * d * d + 2 * d * mlp + 6 * d + mlp
+    # Token and position embeddings, the blocks, the final norm, the head.
+    return vocab * d + self.context * d + self.num_blocks * per_block + 2 * d + (d + 1) * vocab
 
   def check(self) -> None:
     """Raises TfMpError naming the first size that cannot work."""
@@ -94,3 +105,61 @@ def check_tensor_parallel(config: LMConfig, tensor_parallel: Optional[int]) -> i
                     f'{t} tensor-parallel devices; expected a divisor of '
                     f'{config.mlp_units}')
   return t
+
+
+# Bytes per weight while training: the value, its gradient and Adam's two slots.
+TRAINING_COPIES_PER_WEIGHT = 4
+
+
+def check_lm_fits(config: LMConfig, batch_size: Optional[int] = None,
+                  available_bytes: Optional[int] = None) -> None:
+  """Raises TfMpError, before anything is built, if the model cannot plausibly train here.
+
+  A size far too large does not fail cleanly in TensorFlow: `d_model`
+  10,000,000 ended in a long `ResourceExhaustedError`, `num_blocks` 100,000
+  built for minutes before failing. The estimate (rough, like
+  `tf_mp.memory.check_batch_fits`): the weights with their gradients and
+  Adam's slots, plus, with `batch_size`, one step's activations (every
+  position through every layer, and each block's attention scores).
+
+  Args:
+    config: the sizes (checked with `config.check()` first).
+    batch_size: windows per step; None checks the weights only.
+    available_bytes: default `tf_mp.memory.available_memory_bytes()`.
+
+  Raises:
+    TfMpError: a weight or activation is larger than TensorFlow handles, or
+      the estimate is larger than the memory available; the message names
+      the sizes and the figures.
+  """
+  config.check()
+  d, vocab, mlp, context = config.d_model, config.vocab_size, config.mlp_units, config.context
+  weights = {'token embedding': (vocab, d), 'position embedding': (context, d),
+             'attention kernel': (d, d), 'MLP kernel': (d, mlp), 'head kernel': (d, vocab)}
+  name, shape = max(weights.items(), key=lambda item: item[1][0] * item[1][1])
+  if shape[0] * shape[1] > MAX_TENSOR_ELEMENTS:
+    raise TfMpError(f'the tiny LM\'s {name} would be {list(shape)}, '
+                    f'{shape[0] * shape[1]:,} elements, more than TensorFlow '
+                    f'handles ({MAX_TENSOR_ELEMENTS:,}); expected smaller sizes '
+                    f'(d_model {d}, mlp_units {mlp}, vocabulary {vocab})')
+  needed = config.num_parameters * BYTES_PER_VALUE * TRAINING_COPIES_PER_WEIGHT
+  what = f'{config.num_parameters:,} weights with their gradients and Adam slots'
+  if batch_size is not None:
+    # Each block: query, key, value, attention output, MLP hidden and output,
+    # and the attention scores (num_heads x context per position); then the head.
+    widths = [d, d] + [d, d, d, d, mlp, d, config.num_heads * context] * config.num_blocks
+    step_bytes, largest = activation_estimate(widths + [vocab], batch_size, context, context)
+    if largest > MAX_TENSOR_ELEMENTS:
+      raise TfMpError(f'batch_size {batch_size} of windows of {context} makes a tensor '
+                      f'of {largest:,} elements, more than TensorFlow handles '
+                      f'({MAX_TENSOR_ELEMENTS:,}); expected a batch of at most '
+                      f'{max(1, batch_size * MAX_TENSOR_ELEMENTS // largest):,}')
+    needed += step_bytes
+    what += f' and one step of {batch_size} windows'
+  if available_bytes is None:
+    available_bytes = available_memory_bytes()
+  if available_bytes is not None and needed > available_bytes:
+    raise TfMpError(f'the tiny LM ({config.num_blocks} blocks, d_model {d}, mlp_units '
+                    f'{mlp}, context {context}) needs about {gib(needed)} for its '
+                    f'{what} (estimated), more than the {gib(available_bytes)} of '
+                    'memory available; expected smaller sizes')

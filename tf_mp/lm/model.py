@@ -10,7 +10,7 @@ from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
 from tf_mp.devices import DeviceSpec, device_list, resolve_devices
 from tf_mp.errors import TfMpError
-from tf_mp.lm.config import LMConfig, check_tensor_parallel
+from tf_mp.lm.config import LMConfig, check_lm_fits, check_tensor_parallel
 from tf_mp.lm.layers import Block, Embedding, LayerNorm, Shards
 
 
@@ -216,12 +216,14 @@ def build_lm(config: Optional[LMConfig] = None,
     A `TinyLM`.
 
   Raises:
-    TfMpError: a size is invalid, `num_heads` or `mlp_units` is not divisible
-      by T, or a device does not exist.
+    TfMpError: a size is invalid or too large to build (`check_lm_fits`),
+      `num_heads` or `mlp_units` is not divisible by T, or a device does not
+      exist.
   """
   config = instance_of('config', LMConfig() if config is None else config,
                        LMConfig, 'a tf_mp.lm.LMConfig')
   config.check()
+  check_lm_fits(config)  # The sizes, and the weights against the memory.
   if tensor_parallel is None and devices is not None and not (
       isinstance(devices, str) and devices.strip().lower() == 'auto'):
     tensor_parallel = len(device_list(devices))

@@ -149,8 +149,10 @@ class LMCheckpoints:
   """
 
   def __init__(self, directory: str, trainer: LMTrainer, vocab: CharVocab,
-               max_to_keep: int = 3):
+               max_to_keep: int = 3, log=None):
     """Opens `directory` for `trainer` (see `tf_mp.TrainingCheckpoints`).
+
+    `log` gets `tf_mp.TrainingCheckpoints`' messages (a damaged state file recovered).
 
     Raises:
       TfMpError: `trainer` is not an `LMTrainer`, `vocab` not a `CharVocab`,
@@ -164,7 +166,7 @@ class LMCheckpoints:
     self.run = {'config': dataclasses.asdict(model.config),
                 'tensor_parallel': model.tensor_parallel, 'vocab': vocab.chars}
     self.checkpoints = TrainingCheckpoints(directory, trainer,
-                                           max_to_keep=max_to_keep)
+                                           max_to_keep=max_to_keep, log=log)
 
   def restore_or_initialize(self) -> int:
     """Restores the latest readable checkpoint if any; returns the step it resumes at.
