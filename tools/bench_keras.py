@@ -4,14 +4,20 @@ All variants train the same model on the same batches in one process, on
 three logical CPU devices, in interleaved rounds (each round times every
 variant once, in rotating order, after one warm-up round that traces). Prints
 the median steps/s of each variant and its ratios to the Trainer and to plain
-Keras.
+Keras (ratios of medians, and the median over rounds of the same-round ratio).
 
-  plain keras        keras.Model (GradientTape step), no placement
-  tf_mp.keras        tf_mp.keras.build_model on cpu:0,1,2 (placed forward and
-                     backward), StepLogger(--log_every) attached
-  tf_mp.keras spe    the same with compile(steps_per_execution=--log_every);
-                     StepLogger still prints every logged step (step_losses)
-  tf_mp.Trainer      the core: tf_mp.build_model on cpu:0,1,2, many steps per call
+  plain keras            keras.Model (GradientTape step), no placement,
+                         keras.optimizers.Adam, Keras's compile defaults
+                         (one step per execution)
+  tf_mp.keras            tf_mp.keras.build_model on cpu:0,1,2 (placed forward
+                         and backward) compiled with compile_document:
+                         tf_mp.keras.Adam, tf_mp.keras.Model's default
+                         steps_per_execution; StepLogger(--log_every) attached
+  tf_mp.keras spe=1      the same with compile(steps_per_execution=1):
+                         Keras's per-batch callback calls
+  tf_mp.keras keras Adam the same as tf_mp.keras with keras.optimizers.Adam
+                         (Keras's op-by-op update)
+  tf_mp.Trainer          the core: tf_mp.build_model on cpu:0,1,2, many steps per call
 
   python tools/bench_keras.py                 # 500 steps x 5 rounds
   python tools/bench_keras.py --steps 200 --rounds 3
@@ -38,6 +44,7 @@ flags.DEFINE_integer('rounds', 5, 'Timed rounds (medians are reported).')
 flags.DEFINE_integer('batch_size', 64, 'Examples per step.')
 flags.DEFINE_integer('log_every', 100, 'Logging interval (StepLogger, Trainer.fit).')
 DEVICES = ['cpu:0', 'cpu:1', 'cpu:2']
+LOAD_BEFORE = ' '.join(f'{a:.1f}' for a in os.getloadavg())
 
 
 class KerasVariant:
@@ -78,19 +85,31 @@ def plain_keras_model():
   return keras.Model(unplaced.inputs, unplaced.outputs, name='plain')
 
 
+def compile_placed(optimizer, steps_per_execution=None):
+  model = tk.build_model(DEVICES)
+  model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                steps_per_execution=steps_per_execution)
+  return model
+
+
+def keras_adam():
+  return keras.optimizers.Adam(learning_rate=0.001, epsilon=1e-8)
+
+
 def main(argv):
   del argv
   tf.get_logger().setLevel('ERROR')
   tf_mp.ensure_logical_cpus(3)
   x, y = tf_mp.synthetic_data(0)
-  spe = keras.optimizers.Adam(learning_rate=0.001, epsilon=1e-8)
-  placed_spe = tk.build_model(DEVICES)
-  placed_spe.compile(spe, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                     steps_per_execution=FLAGS.log_every)
+  plain = plain_keras_model()
+  plain.compile(keras_adam(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  placed = tk.compile_document(tk.build_model(DEVICES))
   variants = {
-      'plain keras': KerasVariant(tk.compile_document(plain_keras_model()), x, y, False),
-      'tf_mp.keras': KerasVariant(tk.compile_document(tk.build_model(DEVICES)), x, y, True),
-      'tf_mp.keras spe': KerasVariant(placed_spe, x, y, True),
+      'plain keras': KerasVariant(plain, x, y, False),
+      'tf_mp.keras': KerasVariant(placed, x, y, True),
+      'tf_mp.keras spe=1': KerasVariant(
+          compile_placed(tk.Adam(learning_rate=0.001, epsilon=1e-8), 1), x, y, True),
+      'tf_mp.keras keras Adam': KerasVariant(compile_placed(keras_adam()), x, y, True),
       'tf_mp.Trainer': TrainerVariant(x, y),
   }
   names = list(variants)
@@ -104,15 +123,22 @@ def main(argv):
   median = {name: statistics.median(v) for name, v in rates.items()}
   print(f'{FLAGS.rounds} rounds x {FLAGS.steps} steps, batch {FLAGS.batch_size}, '
         f'{os.cpu_count()} CPUs, 3 logical CPU devices, TF {tf.__version__}, '
-        f'Keras {keras.__version__}, {platform.machine()}')
+        f'Keras {keras.__version__}, {platform.machine()}; tf_mp.keras steps_per_execution '
+        f'{placed.steps_per_execution}; load average before/after: {LOAD_BEFORE} / '
+        f'{" ".join(f"{a:.1f}" for a in os.getloadavg())}')
+
+  def per_round(name, other):  # step time of `name` / step time of `other`, same round
+    return statistics.median(b / a for a, b in zip(rates[name], rates[other]))
+
   header = ('variant', 'steps/s (median)', 'min', 'max', 'step time / Trainer',
-            'step time / plain keras')
+            'step time / plain keras', 'same-round ratios (median): / Trainer, / plain keras')
   rows = [header]
   for name in names:
     rows.append((name, f'{median[name]:.1f}', f'{min(rates[name]):.1f}',
                  f'{max(rates[name]):.1f}',
                  f'{median["tf_mp.Trainer"] / median[name]:.2f}x',
-                 f'{median["plain keras"] / median[name]:.2f}x'))
+                 f'{median["plain keras"] / median[name]:.2f}x',
+                 f'{per_round(name, "tf_mp.Trainer"):.2f}x, {per_round(name, "plain keras"):.2f}x'))
   widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
   for row in rows:
     print('| ' + ' | '.join(c.ljust(w) for c, w in zip(row, widths)) + ' |')
