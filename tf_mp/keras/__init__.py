@@ -11,8 +11,9 @@
 from tf_mp.keras.layers import (NameSeededGlorotUniform, OnDevice, SubModel,
                                 on_device, sub_model_1, sub_model_2,
                                 sub_model_3)
-from tf_mp.keras.model import (FunctionalModel, Model, build_model,
-                               copy_weights, keras_weights)
+from tf_mp.keras.model import (DEFAULT_STEPS_PER_EXECUTION, FunctionalModel,
+                               Model, build_model, copy_weights,
+                               keras_weights)
 from tf_mp.keras.optimizers import Adam
 from tf_mp.keras.report import (KerasPartPlacement, KerasPlacementReport,
                                 placement_report)
@@ -23,5 +24,5 @@ __all__ = [
     'sub_model_1', 'sub_model_2', 'sub_model_3', 'build_model',
     'NameSeededGlorotUniform', 'copy_weights', 'keras_weights', 'StepLogger',
     'step_dataset', 'compile_document', 'placement_report', 'KerasPlacementReport',
-    'KerasPartPlacement', 'Adam',
+    'KerasPartPlacement', 'Adam', 'DEFAULT_STEPS_PER_EXECUTION',
 ]

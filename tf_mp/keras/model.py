@@ -122,7 +122,8 @@ class _PlacedTraining:
       raise TfMpError(f'{where}: inputs have shape {shape}; the model expects '
                       f'[{wanted}]')
 
-  def compile(self, *args, steps_per_execution=None, jit_compile=False, **kwargs):  # pylint: disable=arguments-differ
+  def compile(self, *args, steps_per_execution=None, jit_compile=False,  # pylint: disable=arguments-differ
+              **kwargs):
     """Keras's `compile`, with defaults that suit placed training.
 
     Args:
