@@ -210,6 +210,11 @@ def main(argv):
         f'{tk.DEFAULT_STEPS_PER_EXECUTION}; load average before/after: {LOAD_BEFORE} / '
         f'{" ".join(f"{a:.1f}" for a in os.getloadavg())}')
 
+  ops = {name: len(v.model.traced_train_graph().get_operations())
+         for name, v in variants.items() if isinstance(getattr(v, 'model', None), tk.Model)}
+  ops['tf_mp.Trainer'] = len(variants['tf_mp.Trainer'].trainer.traced_step_graph().get_operations())
+  print('ops in the traced train step: ' + ', '.join(f'{n} {c}' for n, c in ops.items()))
+
   def per_round(name, other):  # step time of `name` / step time of `other`, same round
     return statistics.median(b / a for a, b in zip(rates[name], rates[other]))
 
