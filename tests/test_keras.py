@@ -51,6 +51,13 @@ def mirrored_model():
     return tk.compile_document(model)
 
 
+def _component_devices(weight) -> list:
+  """The devices of a Keras weight's TF variable (each replica's copy when mirrored)."""
+  variable = weight.value
+  values = getattr(variable, 'values', None)
+  return [v.device for v in values] if values is not None else [variable.device]
+
+
 class PlacementTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
@@ -84,6 +91,20 @@ class PlacementTest(parameterized.TestCase):
                            [tf_mp.devices.device_key(groups[replica][0])] if
                            part.parameters else [])
     self.assertIn('backward ops on', str(report))
+    # The optimizer's state sits beside its weight, and each weight's update
+    # is one ResourceApplyAdam (tf_mp.keras.Adam) on the weight's device.
+    optimizer = model.optimizer
+    slots = zip(optimizer._trainable_variables, optimizer._momentums,  # pylint: disable=protected-access
+                optimizer._velocities)  # pylint: disable=protected-access
+    for weight, momentum, velocity in slots:
+      for slot in (momentum, velocity):
+        self.assertEqual(_component_devices(slot), _component_devices(weight), slot.path)
+    applies = [op for op in model.traced_train_graph().get_operations()
+               if op.type == 'ResourceApplyAdam']
+    self.assertLen(applies, len(model.trainable_weights) * len(replicas))
+    weight_devices = {tf_mp.devices.device_key(d) for w in model.trainable_weights
+                      for d in _component_devices(w)}
+    self.assertEqual({tf_mp.devices.device_key(op.device) for op in applies}, weight_devices)
 
   def test_plain_keras_model_leaves_backward_ops_unplaced(self):
     """The same layers in a plain keras.Model: Keras's GradientTape step does not
@@ -192,6 +213,43 @@ class EquivalenceTest(absltest.TestCase):
     report = tk.placement_report(loaded)
     self.assertTrue(all(p.on_requested_device for p in report.parts), str(report))
     self.assertEqual(report['sub_model_2'].requested, '/device:CPU:1')
+
+
+class CompileAndAdamTest(absltest.TestCase):
+
+  def test_compile_defaults(self):
+    """Several steps per execution and no XLA by default; one step under a strategy."""
+    model = functional_model()
+    self.assertEqual(model.steps_per_execution, tk.DEFAULT_STEPS_PER_EXECUTION)
+    self.assertFalse(model.jit_compile)
+    self.assertEqual(mirrored_model().steps_per_execution, 1)
+    model.compile('sgd', 'mse', steps_per_execution=3)
+    self.assertEqual(model.steps_per_execution, 3)
+
+  def test_adam_is_keras_adam_with_tf1_rounding(self):
+    """Same state names and config as keras.optimizers.Adam; updates equal up to
+    rounding (the kernel computes 1 - beta in float32); amsgrad is Keras's own."""
+    grads = [tf.constant(np.random.RandomState(0).randn(5, 3), tf.float32) * (k + 1)
+             for k in range(3)]
+    results = {}
+    for name, make in (('keras', keras.optimizers.Adam), ('tf_mp', tk.Adam)):
+      for amsgrad in (False, True):
+        weight = keras.Variable(np.ones((5, 3), np.float32), name='w')
+        optimizer = make(learning_rate=0.01, epsilon=1e-8, amsgrad=amsgrad)
+        for grad in grads:
+          optimizer.apply_gradients([(grad, weight)])
+        state = [v.path.split('/', 1)[1] for v in optimizer.variables]  # no 'adam_3/'
+        results[name, amsgrad] = (weight.numpy(), state, optimizer.get_config())
+    for amsgrad in (False, True):
+      (mine, mine_names, mine_config), (theirs, their_names, their_config) = (
+          results['tf_mp', amsgrad], results['keras', amsgrad])
+      self.assertEqual(mine_names, their_names)
+      self.assertEqual({**mine_config, 'name': None}, {**their_config, 'name': None})
+      if amsgrad:
+        np.testing.assert_array_equal(mine, theirs)
+      else:
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6)
+        self.assertFalse(np.array_equal(mine, np.ones((5, 3))))
 
 
 class DocsTest(absltest.TestCase):

@@ -18,6 +18,8 @@ from tf_mp.keras.layers import (NameSeededGlorotUniform, OnDevice, SubModel,
 from tf_mp.model import ModelConfig
 
 _PACKAGE = 'tf_mp'
+# `Model.compile`'s steps per traced call when none is given (no strategy).
+DEFAULT_STEPS_PER_EXECUTION = 100
 
 
 class _PlacedTraining:
@@ -121,6 +123,42 @@ class _PlacedTraining:
       raise TfMpError(f'{where}: inputs have shape {shape}; the model expects '
                       f'[{wanted}]')
 
+  def compile(self, *args, steps_per_execution=None, jit_compile=False,  # pylint: disable=arguments-differ
+              **kwargs):
+    """Keras's `compile`, with defaults that suit placed training.
+
+    Args:
+      *args, **kwargs: as `keras.Model.compile`.
+      steps_per_execution: steps per call of the traced train (test, predict)
+        function. None (the default): `DEFAULT_STEPS_PER_EXECUTION` (100),
+        or 1 when the model was built, or is compiled, under a
+        `tf.distribute` strategy (Keras 3.15 cannot run several steps per
+        call under `MirroredStrategy`). One step per call costs a Python
+        round trip and a multi-device function call per step, which is most
+        of a step of the document's model on CPUs. What changes for
+        callbacks: Keras calls `on_train_batch_begin/end` (and the progress
+        bar) once per execution, with the logs of its last step and `batch`
+        the index of that last step; epoch-level callbacks
+        (`ModelCheckpoint`, `EarlyStopping`, `CSVLogger`, ...) see no
+        difference. `StepLogger` still prints every step's loss. Pass 1 for
+        Keras's per-batch calls.
+      jit_compile: False by default (Keras's `'auto'` turns XLA on where a
+        GPU exists, and an XLA cluster ignores the per-layer devices).
+    """
+    if len(args) > 6:  # steps_per_execution given by position: Keras's call as is
+      return super().compile(*args, **kwargs)
+    if steps_per_execution is None:
+      distributed = self._distribute_strategy is not None or tf.distribute.has_strategy()
+      steps_per_execution = 1 if distributed else DEFAULT_STEPS_PER_EXECUTION
+    return super().compile(*args, steps_per_execution=steps_per_execution,
+                           jit_compile=jit_compile, **kwargs)
+
+  def compile_from_config(self, config):
+    """Keras's, which skips a class that overrides `compile`: `load_model` compiles."""
+    self.compile(**keras.saving.deserialize_keras_object(config))
+    if self.built:  # eagerly: each slot beside its weight
+      self.optimizer.build(self.trainable_variables)
+
   def fit(self, x=None, *args, **kwargs):  # pylint: disable=signature-differs,keyword-arg-before-vararg
     self._check_strategy()
     self._check_input_shape(x, 'fit')
@@ -174,6 +212,7 @@ class _PlacedTraining:
           loss = self.optimizer.scale_loss(loss)
       weights = self.trainable_weights
       if weights:
+        self._build_optimizer_beside_weights(weights)
         # Gradients with respect to the TF variables under the Keras weights.
         grads = tf.gradients(loss, [w.value for w in weights])
         self.optimizer.apply_gradients(zip(grads, weights))
@@ -190,6 +229,18 @@ class _PlacedTraining:
           step_losses.read_value(), [[slot]], [tf.cast(unscaled, tf.float32)]))
       logs['step_losses'] = step_losses.read_value()
     return logs
+
+  def _build_optimizer_beside_weights(self, weights) -> None:
+    """Creates the optimizer's slots now, eagerly, each on its weight's device.
+
+    Keras builds an unbuilt optimizer inside the traced step, where its
+    `colocate_vars_with` has no effect on the (eagerly created) slots: they
+    all land on the default device, and every update of a branch's weight
+    would read its slots across devices.
+    """
+    if self.optimizer is not None and not self.optimizer.built:
+      with tf.init_scope():
+        self.optimizer.build(weights)
 
   def make_train_function(self, force=False):
     """Keras's, plus the per-step loss buffer when `steps_per_execution > 1`."""

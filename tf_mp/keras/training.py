@@ -9,6 +9,7 @@ import tensorflow as tf
 from tf_mp.checks import finite_number, instance_of, non_negative_int, positive_int
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.errors import TfMpError
+from tf_mp.keras.optimizers import Adam
 
 
 def step_dataset(x, y, steps: int, batch_size: int = 64,
@@ -100,11 +101,13 @@ class StepLogger(keras.callbacks.Callback):
 def compile_document(model, learning_rate: float = 0.001):
   """Compiles `model` as the document trains: Adam (TF1's epsilon 1e-8), mean softmax loss.
 
-  `keras.optimizers.Adam(learning_rate, epsilon=1e-8)` computes TF1's update
-  (`lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + epsilon)`) and the
-  loss is `SparseCategoricalCrossentropy(from_logits=True)`, the mean over the
-  batch of `tf.nn.sparse_softmax_cross_entropy_with_logits`. Call it inside
-  the strategy's scope when there is one.
+  `tf_mp.keras.Adam(learning_rate, epsilon=1e-8)` (Keras's Adam, updating
+  with TF1's fused kernel) computes TF1's update (`lr * sqrt(1 - beta2^t) /
+  (1 - beta1^t) * m / (sqrt(v) + epsilon)`) and the loss is
+  `SparseCategoricalCrossentropy(from_logits=True)`, the mean over the batch
+  of `tf.nn.sparse_softmax_cross_entropy_with_logits`. The rest is `compile`'s
+  defaults (for a `tf_mp.keras.Model`, several steps per execution). Call it
+  inside the strategy's scope when there is one.
 
   Returns:
     The model.
@@ -116,6 +119,6 @@ def compile_document(model, learning_rate: float = 0.001):
   instance_of('model', model, keras.Model, 'a Keras model, e.g. tf_mp.keras.build_model()')
   learning_rate = finite_number('learning_rate', learning_rate, positive=True)
   model.compile(
-      optimizer=keras.optimizers.Adam(learning_rate=learning_rate, epsilon=1e-8),
+      optimizer=Adam(learning_rate=learning_rate, epsilon=1e-8),
       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   return model
