@@ -295,8 +295,8 @@ class StartUpTest(parameterized.TestCase):
     self.assertEqual(result.stdout, '')
     lines = error_lines(result.stderr)
     self.assertLen(lines, 1, result.stderr)
-    self.assertRegex(lines[0], r"^pipeline.py: error: device 'cpu:-1' does not exist; "
-                     r'this machine has: cpu:0\b')
+    self.assertEqual(lines[0], "pipeline.py: error: device name 'cpu:-1' has no device "
+                     'index >= 0; expected e.g. "cpu:0" or "/device:GPU:1"')
 
 
 class ResumeSettingsTest(tf.test.TestCase):

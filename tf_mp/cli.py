@@ -68,7 +68,7 @@ from typing import Callable, Optional
 from absl import flags
 from absl import logging
 
-from tf_mp.errors import TfMpError
+from tf_mp.errors import TfMpError, WorkerLostError
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -231,10 +231,12 @@ class _StopSignals:
 
   def __init__(self):
     self.signum = None  # The signal received during training, if any.
+    self.received = None  # The last signal received at all.
     self.training = False
 
   def handle(self, signum, frame):
     del frame
+    self.received = signum
     if self.training and self.signum is None:
       self.signum = signum
       return
@@ -357,17 +359,32 @@ def run(main: Callable[[list], Optional[int]], doc: Optional[str] = None,
       check_flags()
     start_tensorflow(FLAGS.verbose)
     status = main(argv)
-  except TfMpError as e:
+  except Stopped as e:
+    _stopped(e)
+  except Exception as e:  # pylint: disable=broad-except
+    if _STOP.received is not None and (not isinstance(e, TfMpError) or
+                                       isinstance(e, WorkerLostError)):
+      # A failure after a stop signal is its consequence: a peer that stopped
+      # first breaks this worker's collective (WorkerLostError), and the
+      # handler's raise inside a TensorFlow call comes back wrapped. (A
+      # TfMpError of its own, e.g. the checkpoint on the way out failing,
+      # is reported as such.)
+      signum = _STOP.received
+      _stopped(Stopped(signum, f'stopped by {signal.Signals(signum).name}'))
+    if not isinstance(e, TfMpError):
+      raise
     # 130/143 for an interruption while waiting for peers, else 1.
     _fail(str(e), getattr(e, 'exit_status', 1))
-  except Stopped as e:
-    sys.stdout.flush()
-    sys.stderr.write(f'{program_name()}: {e}\n')
-    sys.exit(e.exit_code)
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)
   sys.exit(status or 0)
+
+
+def _stopped(stop: Stopped) -> None:
+  sys.stdout.flush()
+  sys.stderr.write(f'{program_name()}: {stop}\n')
+  sys.exit(stop.exit_code)
 
 
 @contextlib.contextmanager
