@@ -168,6 +168,12 @@ class Trainer:
     if not callable(model) or not hasattr(model, 'trainable_variables'):
       raise TfMpError(f'model {type(model).__name__} is not trainable: expected a '
                       'callable with trainable_variables (e.g. a tf.Module)')
+    foreign = [v for v in model.trainable_variables if not isinstance(v, tf.Variable)]
+    if foreign:
+      # A Keras 3 model: its weights are keras.Variables, which this optimizer cannot place.
+      raise TfMpError(f'model {type(model).__name__} has weights that are not tf.Variables '
+                      f'({type(foreign[0]).__module__}.{type(foreign[0]).__name__}); expected '
+                      'a tf.Module (train a Keras model with tf_mp.keras and model.fit)')
     finite_number('learning_rate', learning_rate, positive=True)
     optional_callable('loss_fn', loss_fn)
     if strategy is not None:
