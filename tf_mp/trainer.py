@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.adam import Adam
-from tf_mp.checks import (finite_number, instance_of, optional_callable,
+from tf_mp.checks import (divisible_batch, finite_number, instance_of, optional_callable,
                           positive_int, short_repr)
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.devices import device_scope
@@ -257,10 +257,7 @@ class Trainer:
     return check_arrays(features, labels, source, spec.shape[-1], self.num_classes)
 
   def _check_batch_size(self, batch_size: int) -> None:
-    if batch_size % self.num_replicas:
-      raise TfMpError(f'batch_size {batch_size} is not divisible by the '
-                      f'{self.num_replicas} replicas in sync; expected a multiple '
-                      f'of {self.num_replicas} (batch_size is the global batch)')
+    divisible_batch(batch_size, self.num_replicas)
     check = getattr(self.model, 'check_batch_size', None)
     if check is not None:
       check(batch_size // self.num_replicas)
