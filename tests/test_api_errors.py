@@ -8,8 +8,10 @@ come from an adversarial run over the public API (raw `TypeError`s,
 
 import functools
 import gc
+import io
 import os
 import tempfile
+import zipfile
 
 from absl.testing import parameterized
 import keras
@@ -48,6 +50,18 @@ def tiny_lm():
   config = lm.LMConfig(vocab_size=20, context=16, d_model=16, num_heads=2,
                        num_blocks=1, mlp_units=32)
   return lm.build_lm(config, 'cpu:0')
+
+
+def huge_npz() -> str:
+  """A few hundred bytes whose 'x' header claims [10**12, 128] float32 (512 TB)."""
+  path = os.path.join(scratch(), 'huge.npz')
+  header = io.BytesIO()
+  np.lib.format.write_array_header_1_0(
+      header, {'descr': '<f4', 'fortran_order': False, 'shape': (10**12, 128)})
+  with zipfile.ZipFile(path, 'w') as archive:
+    archive.writestr('x.npy', header.getvalue() + bytes(64))
+    archive.writestr('y.npy', header.getvalue())
+  return path
 
 
 @functools.lru_cache(None)
@@ -182,6 +196,9 @@ _CASES = (
      'step 9223372036854775808 with batch_size 4 passes row'),
     ('data_identity_none', lambda: tf_mp.data_identity(None, None),
      "'x' must be an array of numbers, got None"),
+    # numpy's 24-line _ArrayMemoryError traceback before.
+    ('load_npz_larger_than_memory', lambda: tf_mp.load_npz(huge_npz()),
+     'holds an array larger than the memory available (Unable to allocate'),
     ('load_npz_width', lambda: tf_mp.load_npz('x.npz', input_units=0),
      'input_units must be a positive integer, got 0'),
     # Checkpoints.

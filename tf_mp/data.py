@@ -117,7 +117,7 @@ def load_npz(path: str, input_units: int = 128,
 
   Raises:
     TfMpError: the file is missing, not a readable `.npz`, lacks `x` or `y`,
-      or fails `check_arrays`.
+      holds an array larger than the memory, or fails `check_arrays`.
   """
   positive_int('input_units', input_units)
   positive_int('num_classes', num_classes)
@@ -149,6 +149,9 @@ def load_npz(path: str, input_units: int = 128,
   except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
     raise TfMpError(f'data file {path!r} is not a readable .npz archive '
                     f'({type(e).__name__}: {e})') from None
+  except MemoryError as e:  # The header's shape, allocated before anything is read.
+    raise TfMpError(f'data file {path!r} holds an array larger than the memory '
+                    f'available ({e}); expected a data set that fits in memory') from None
   return check_arrays(x, y, f'data file {path!r}', input_units, num_classes)
 
 
