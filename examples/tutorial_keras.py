@@ -23,7 +23,8 @@ import time
 from absl import flags
 
 import tf_mp
-from tf_mp.errors import TfMpError  # no TensorFlow: usable before it loads
+from tf_mp.checks import divisible_batch  # no TensorFlow: usable before it loads
+from tf_mp.errors import TfMpError
 
 FLAGS = flags.FLAGS
 cli.define_training_flags(steps=10000, batch_size=64, log_every=100,
@@ -45,18 +46,27 @@ def check_flags():
   if FLAGS.save:
     if not FLAGS.save.endswith('.keras'):
       raise TfMpError(f'--save {FLAGS.save!r} must end in .keras')
+    if os.path.isdir(FLAGS.save):
+      raise TfMpError(f'--save {FLAGS.save!r} is a directory; expected the path of a '
+                      '.keras file')
     cli.check_writable_dir(os.path.dirname(os.path.abspath(FLAGS.save)), 'save')
 
 
 def main(argv):
   del argv
   import tf_mp.keras as tk  # pylint: disable=g-import-not-at-top  (loads Keras and TF)
+  from tf_mp.memory import check_batch_fits  # pylint: disable=g-import-not-at-top
 
   layout = tf_mp.distribute.create_strategy(FLAGS.strategy, FLAGS.devices)  # Before any tensor.
   x, y = cli.load_data()
   model = tk.build_model(layout, tf_mp.ModelConfig(seed=FLAGS.seed))
   with layout.scope():
     tk.compile_document(model, FLAGS.learning_rate)
+  # What Trainer.fit checks for examples/tutorial.py, before Keras traces a step
+  # (a raw AddN shape error, a ResourceExhaustedError or the OOM killer otherwise).
+  divisible_batch(FLAGS.batch_size,
+                  layout.strategy.num_replicas_in_sync if layout.strategy else 1)
+  check_batch_fits(model, x, FLAGS.batch_size)
   if layout.distributed:
     print(layout.describe())
   print(tk.placement_report(model, x[:FLAGS.batch_size], y[:FLAGS.batch_size]),

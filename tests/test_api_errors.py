@@ -8,10 +8,13 @@ come from an adversarial run over the public API (raw `TypeError`s,
 
 import functools
 import gc
+import io
 import os
 import tempfile
+import zipfile
 
 from absl.testing import parameterized
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -47,6 +50,25 @@ def tiny_lm():
   config = lm.LMConfig(vocab_size=20, context=16, d_model=16, num_heads=2,
                        num_blocks=1, mlp_units=32)
   return lm.build_lm(config, 'cpu:0')
+
+
+def huge_npz() -> str:
+  """A few hundred bytes whose 'x' header claims [10**12, 128] float32 (512 TB)."""
+  path = os.path.join(scratch(), 'huge.npz')
+  header = io.BytesIO()
+  np.lib.format.write_array_header_1_0(
+      header, {'descr': '<f4', 'fortran_order': False, 'shape': (10**12, 128)})
+  with zipfile.ZipFile(path, 'w') as archive:
+    archive.writestr('x.npy', header.getvalue() + bytes(64))
+    archive.writestr('y.npy', header.getvalue())
+  return path
+
+
+@functools.lru_cache(None)
+def keras_model():
+  model = tf_mp.keras.build_model('cpu:0', SMALL)
+  tf_mp.keras.compile_document(model)
+  return model
 
 
 @functools.lru_cache(None)
@@ -174,6 +196,9 @@ _CASES = (
      'step 9223372036854775808 with batch_size 4 passes row'),
     ('data_identity_none', lambda: tf_mp.data_identity(None, None),
      "'x' must be an array of numbers, got None"),
+    # numpy's 24-line _ArrayMemoryError traceback before.
+    ('load_npz_larger_than_memory', lambda: tf_mp.load_npz(huge_npz()),
+     'holds an array larger than the memory available (Unable to allocate'),
     ('load_npz_width', lambda: tf_mp.load_npz('x.npz', input_units=0),
      'input_units must be a positive integer, got 0'),
     # Checkpoints.
@@ -251,6 +276,31 @@ _CASES = (
      'learning_rate must be a finite number > 0, got -1'),
     ('keras_step_dataset_int', lambda: tf_mp.keras.step_dataset(X.astype(np.int32), Y, 5),
      "step_dataset: 'x' has dtype int32; expected float32"),
+    # Cast to int32, these labels wrapped around (2**32 + 3 became 3) silently.
+    ('keras_step_dataset_label_beyond_int32', lambda: tf_mp.keras.step_dataset(
+        X, np.full(8, 2**32 + 3), 5),
+     'step_dataset: label 4294967299 at row 0 is outside [0, 2147483648) (labels are int32)'),
+    ('keras_step_dataset_steps_beyond_int64', lambda: tf_mp.keras.step_dataset(X, Y, 2**70),
+     'step_dataset: steps 1180591620717411303424 is larger than 2^63 - 1'),
+    ('keras_on_device_twice', lambda: tf_mp.keras.on_device(tf_mp.keras.on_device(
+        keras.layers.Dense(4, name='d'), 'cpu:0'), 'cpu:1'),
+     "on_device: 'd' is already placed on /device:CPU:0; expected a layer that is not wrapped"),
+    ('keras_weights_of_a_number', lambda: tf_mp.keras.keras_weights(5),
+     'keras_weights: model must be a Keras model or layer, got 5 (it has no weights)'),
+    ('keras_distribute_over_a_number', lambda: keras_model().distribute_over(5),
+     'distribute_over: layout must be a tf_mp.distribute.StrategyLayout'),
+    ('keras_step_logger_print_fn', lambda: tf_mp.keras.StepLogger(10, print_fn=5),
+     'StepLogger: print_fn must be a function (or None), got 5'),
+    ('keras_report_batch_width', lambda: tf_mp.keras.placement_report(
+        keras_model(), X[:, :10], Y),
+     'placement_report: inputs have shape [8, 10]; the model expects [batch, 16]'),
+    ('keras_report_labels_length', lambda: tf_mp.keras.placement_report(
+        keras_model(), X, Y[:2]),
+     'placement_report: x has shape [8, 16] but y has [2]; expected one label per row'),
+    ('trainer_of_a_keras_model', lambda: tf_mp.Trainer(tf_mp.keras.build_model('cpu:0', SMALL)),
+     'has weights that are not tf.Variables'),
+    ('report_of_a_keras_model', lambda: tf_mp.placement_report(keras_model()),
+     'has weights that are not tf.Variables'),
     # The tiny LM.
     ('lm_config_type', lambda: lm.build_lm(5, 'cpu:0'),
      'config must be a tf_mp.lm.LMConfig, got 5'),

@@ -4,6 +4,7 @@ The subprocess tests run the real programs; those that stop before TensorFlow
 loads (help, flag values) take well under a second each.
 """
 
+import atexit
 import os
 import re
 import shutil
@@ -25,10 +26,14 @@ TUTORIAL = [os.path.join(EXAMPLES, 'tutorial.py')]
 CONSOLE_TUTORIAL = ['-m', 'tf_mp.tutorial']  # What the tf-mp-tutorial script runs.
 PIPELINE = [os.path.join(EXAMPLES, 'pipeline.py')]
 TINY_LM = [os.path.join(EXAMPLES, 'tiny_lm.py')]
+KERAS = [os.path.join(EXAMPLES, 'tutorial_keras.py')]
 THREE_CPUS = ['--devices', 'cpu:0,cpu:1,cpu:2']
 A_FILE = os.path.abspath(__file__)  # A path that exists and is not a directory.
 # A directory that does not exist (the checks before training create nothing).
 NEW_DIR = os.path.join(tempfile.gettempdir(), f'tf_mp_test_cli_{os.getpid()}')
+# A directory named like a Keras file (removed when the tests end).
+A_KERAS_DIR = tempfile.mkdtemp(suffix='.keras')
+atexit.register(os.rmdir, A_KERAS_DIR)
 
 
 def env():
@@ -160,6 +165,24 @@ class BadFlagTest(parameterized.TestCase):
        rf"--export_dir and --checkpoint_dir are the same directory \('{NEW_DIR}'\); "
        r'expected separate directories \(the export directory must be empty when the '
        r'model is exported\)$'),
+      # Found only after training (the export) or in a summary-writer traceback.
+      ('export_dir_name_too_long', TUTORIAL, ['--export_dir', NEW_DIR + '/' + 'a' * 256],
+       r"--export_dir '.*' has a name of 256 bytes \(a{16}\.\.\.\); expected at most 255, "
+       r"the file system's limit$"),
+      ('logdir_name_too_long', TINY_LM, ['--logdir', 'b' * 300 + '/lg'],
+       r"--logdir 'b{300}/lg' has a name of 300 bytes"),
+      ('logdir_path_too_long', TUTORIAL, ['--logdir', NEW_DIR + '/c' * 2100],
+       r"--logdir '.{40}'\.\.\. is \d+ bytes long \(as an absolute path\); expected under "
+       r"4096, the system's limit$"),
+      # tutorial_keras.py: a traceback after training (a directory), a raw AddN
+      # shape error, a ResourceExhaustedError (or the OOM killer) before.
+      ('keras_save_is_a_directory', KERAS, ['--save', A_KERAS_DIR],
+       r"--save '.*\.keras' is a directory; expected the path of a \.keras file$"),
+      ('keras_batch_over_replicas', KERAS, ['--strategy=mirrored', '--batch_size=3', '--devices',
+                                            'cpu:0,cpu:1,cpu:2;cpu:3,cpu:4,cpu:5'],
+       r'batch_size 3 is not divisible by the 2 replicas in sync; expected a multiple of 2'),
+      ('keras_batch_beyond_examples', KERAS, ['--batch_size=100000000'],
+       r'batch_size 100000000 is larger than the \d+ examples; expected at most \d+'),
       ('logdir_inside_export_dir', TUTORIAL, ['--logdir', NEW_DIR + '/logs',
                                               '--export_dir', NEW_DIR],
        rf"--logdir '{NEW_DIR}/logs' is inside --export_dir '{NEW_DIR}'; expected "

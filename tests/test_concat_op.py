@@ -256,6 +256,15 @@ class FallbackTest(parameterized.TestCase, tf.test.TestCase):
         r'`python -m tf_mp\.ops\.build` builds it; TF_MP_CUSTOM_OPS=0 '
         r'silences this warning\.$')
 
+  def test_build_info_damaged(self):
+    # A JSONDecodeError traceback (118 lines with --concat auto) before.
+    with open(os.path.join(self.dir, cache.BUILD_INFO), 'w') as f:
+      f.write('{oops')
+    self.enter_context(mock.patch.object(concat_lib, '_LIBRARY',
+                                         concat_lib.OpLibrary(self.dir)))
+    self.assert_warns_once_and_falls_back(
+        r'build_info\.json cannot be read \(JSONDecodeError: Expecting property name')
+
   def test_library_renamed(self):
     self.use()
     shutil.copyfile(os.path.join(LIBRARY_DIR, cache.CPU_LIBRARY),

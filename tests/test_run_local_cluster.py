@@ -76,7 +76,10 @@ class RunLocalClusterTest(absltest.TestCase):
          r'of seconds >= 0'),
         (['--grace_seconds', '-1'], r'argument --grace_seconds: -1 is not a finite'),
         (['--log_dir', '/proc/nope'], r"--log_dir '/proc/nope' cannot be created"),
-        (['--log_dir', LAUNCHER], r'--log_dir .* exists and is not a directory')):
+        (['--log_dir', LAUNCHER], r'--log_dir .* exists and is not a directory'),
+        # Each worker trained alone, silently, before.
+        (['--', '--strategy', 'none'], r"--strategy 'none' among the tutorial flags; the "
+         r'workers always run --strategy multi_worker \(leave the flag out\)$')):
       result = launch(*args)
       self.assertEqual(result.returncode, 1, (args, result.stderr))
       self.assertEqual(result.stdout, '')

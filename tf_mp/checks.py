@@ -26,6 +26,14 @@ def non_negative_int(name: str, value) -> int:
   return positive_int(name, value, minimum=0)
 
 
+def divisible_batch(batch_size: int, replicas: int) -> None:
+  """TfMpError unless the global `batch_size` splits evenly over `replicas`."""
+  if batch_size % replicas:
+    raise TfMpError(f'batch_size {batch_size} is not divisible by the '
+                    f'{replicas} replicas in sync; expected a multiple '
+                    f'of {replicas} (batch_size is the global batch)')
+
+
 def integer(name: str, value) -> int:
   """Returns `value` as an int; TfMpError unless it is an integer (not a bool)."""
   if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -431,6 +431,18 @@ def check_writable_dir(path: str, flag: str) -> None:
   if not os.path.isdir(existing):
     what = 'is a file' if existing == absolute else f'is under a file ({existing!r})'
     raise TfMpError(f'--{flag} {path!r} {what}; expected a directory')
+  # The names still to be created must be ones the file system takes (else the
+  # export or the summary writer failed only after training).
+  path_max = os.pathconf(existing, 'PC_PATH_MAX')
+  if len(os.fsencode(absolute)) >= path_max:
+    raise TfMpError(f'--{flag} {path[:40]!r}... is {len(os.fsencode(absolute))} bytes long '
+                    f'(as an absolute path); expected under {path_max}, the system\'s limit')
+  name_max = os.pathconf(existing, 'PC_NAME_MAX')
+  for part in os.path.relpath(absolute, existing).split(os.sep):
+    if len(os.fsencode(part)) > name_max:
+      raise TfMpError(f'--{flag} {path!r} has a name of {len(os.fsencode(part))} bytes '
+                      f'({part[:16]}...); expected at most {name_max}, the file '
+                      "system's limit")
   try:
     fd, probe = tempfile.mkstemp(prefix='.tf_mp_write_check_', dir=existing)
     os.close(fd)

@@ -49,7 +49,8 @@ def check_arrays(x, y, source: str, input_units: Optional[int] = 128,
                  num_classes: Optional[int] = 10) -> Tuple[np.ndarray, np.ndarray]:
   """Checks features and labels; returns them as float32 and int32.
 
-  `input_units=None` accepts any width; `num_classes=None` any label >= 0.
+  `input_units=None` accepts any width; `num_classes=None` any label that
+  int32 holds (they are returned as int32: a larger one would wrap around).
 
   Raises:
     TfMpError: naming `source`, the offending shape or value and what was
@@ -58,6 +59,7 @@ def check_arrays(x, y, source: str, input_units: Optional[int] = 128,
   """
   x = _as_array(x, 'x', source)
   y = _as_array(y, 'y', source)
+  limit = num_classes if num_classes is not None else np.iinfo(np.int32).max + 1
   width = x.shape[1] if input_units is None and x.ndim == 2 else input_units
   if x.ndim != 2 or x.shape[1] != width or x.shape[0] < 1:
     raise TfMpError(f"{source}: 'x' has shape {list(x.shape)}; expected "
@@ -69,17 +71,17 @@ def check_arrays(x, y, source: str, input_units: Optional[int] = 128,
                     f'[{x.shape[0]}] (one label per row of x)')
   if not np.issubdtype(y.dtype, np.integer):
     raise TfMpError(f"{source}: 'y' has dtype {y.dtype}; expected integer labels "
-                    f'in [0, {num_classes})')
+                    f'in [0, {limit})')
   finite = np.isfinite(x)
   if not finite.all():
     row, col = np.argwhere(~finite)[0]
     raise TfMpError(f"{source}: 'x' contains a non-finite value ({x[row, col]}) "
                     f'at row {row}, column {col}; expected finite floats')
-  bad = (y < 0) | (y >= num_classes) if num_classes is not None else y < 0
+  bad = (y < 0) | (y >= limit)
   if bad.any():
     row = int(np.argmax(bad))
-    raise TfMpError(f"{source}: label {y[row]} at row {row} is outside "
-                    f'[0, {"classes" if num_classes is None else num_classes})')
+    raise TfMpError(f"{source}: label {y[row]} at row {row} is outside [0, {limit})"
+                    + ('' if num_classes is not None else ' (labels are int32)'))
   return x.astype(np.float32, copy=False), y.astype(np.int32, copy=False)
 
 
@@ -115,7 +117,7 @@ def load_npz(path: str, input_units: int = 128,
 
   Raises:
     TfMpError: the file is missing, not a readable `.npz`, lacks `x` or `y`,
-      or fails `check_arrays`.
+      holds an array larger than the memory, or fails `check_arrays`.
   """
   positive_int('input_units', input_units)
   positive_int('num_classes', num_classes)
@@ -147,6 +149,9 @@ def load_npz(path: str, input_units: int = 128,
   except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
     raise TfMpError(f'data file {path!r} is not a readable .npz archive '
                     f'({type(e).__name__}: {e})') from None
+  except MemoryError as e:  # The header's shape, allocated before anything is read.
+    raise TfMpError(f'data file {path!r} holds an array larger than the memory '
+                    f'available ({e}); expected a data set that fits in memory') from None
   return check_arrays(x, y, f'data file {path!r}', input_units, num_classes)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.adam import Adam
-from tf_mp.checks import (finite_number, instance_of, optional_callable,
+from tf_mp.checks import (divisible_batch, finite_number, instance_of, optional_callable,
                           positive_int, short_repr)
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.devices import device_scope
@@ -168,6 +168,12 @@ class Trainer:
     if not callable(model) or not hasattr(model, 'trainable_variables'):
       raise TfMpError(f'model {type(model).__name__} is not trainable: expected a '
                       'callable with trainable_variables (e.g. a tf.Module)')
+    foreign = [v for v in model.trainable_variables if not isinstance(v, tf.Variable)]
+    if foreign:
+      # A Keras 3 model: its weights are keras.Variables, which this optimizer cannot place.
+      raise TfMpError(f'model {type(model).__name__} has weights that are not tf.Variables '
+                      f'({type(foreign[0]).__module__}.{type(foreign[0]).__name__}); expected '
+                      'a tf.Module (train a Keras model with tf_mp.keras and model.fit)')
     finite_number('learning_rate', learning_rate, positive=True)
     optional_callable('loss_fn', loss_fn)
     if strategy is not None:
@@ -251,10 +257,7 @@ class Trainer:
     return check_arrays(features, labels, source, spec.shape[-1], self.num_classes)
 
   def _check_batch_size(self, batch_size: int) -> None:
-    if batch_size % self.num_replicas:
-      raise TfMpError(f'batch_size {batch_size} is not divisible by the '
-                      f'{self.num_replicas} replicas in sync; expected a multiple '
-                      f'of {self.num_replicas} (batch_size is the global batch)')
+    divisible_batch(batch_size, self.num_replicas)
     check = getattr(self.model, 'check_batch_size', None)
     if check is not None:
       check(batch_size // self.num_replicas)

@@ -198,6 +198,19 @@ def supervise(args, log_dir: str, processes: list, logs: list, signals: _Signals
     time.sleep(0.2)
 
 
+def _check_strategy(worker_args) -> None:
+  """Refuses a forwarded --strategy other than multi_worker (it would override the tool's).
+
+  With `-- --strategy none` each worker trained on its own, silently: no cluster.
+  """
+  for i, arg in enumerate(worker_args):
+    value = (worker_args[i + 1] if arg == '--strategy' and i + 1 < len(worker_args) else
+             arg.split('=', 1)[1] if arg.startswith('--strategy=') else None)
+    if value is not None and value.strip().lower() != 'multi_worker':
+      raise TfMpError(f'--strategy {value!r} among the tutorial flags; the workers always run '
+                      '--strategy multi_worker (leave the flag out)')
+
+
 def main(argv=None) -> int:
   parser = _Parser(
       description=__doc__.split('\n\n')[0],
@@ -214,6 +227,7 @@ def main(argv=None) -> int:
   if worker_args[:1] == ['--']:
     worker_args = worker_args[1:]
   try:
+    _check_strategy(worker_args)
     log_dir = (check_writable_dir(args.log_dir, '--log_dir') if args.log_dir is not None
                else tempfile.mkdtemp(prefix='tf_mp_cluster_'))
     addresses = [f'127.0.0.1:{port}' for port in free_ports(args.workers)]

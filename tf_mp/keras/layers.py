@@ -67,6 +67,10 @@ class OnDevice(keras.layers.Wrapper):
     if not isinstance(layer, keras.layers.Layer):
       raise TfMpError(f'on_device: {layer!r} is not a Keras layer; expected a '
                       'keras.layers.Layer such as keras.layers.Dense(64)')
+    if isinstance(layer, OnDevice):
+      # The inner device would win, silently: the outer one would be a lie.
+      raise TfMpError(f'on_device: {layer.name!r} is already placed on {layer.device}; '
+                      'expected a layer that is not wrapped by on_device')
     if device is None:
       raise TfMpError('on_device: device is None; expected a device name such '
                       'as "cpu:1" or "/GPU:0"')

@@ -10,7 +10,7 @@ from keras.src.losses import loss as keras_loss_module
 from keras.src.models import functional as keras_functional
 from keras.src.models.model import functional_init_arguments
 
-from tf_mp.checks import instance_of
+from tf_mp.checks import has_attributes, instance_of
 from tf_mp.devices import device_scope, resolve_devices
 from tf_mp.errors import TfMpError
 from tf_mp.keras.layers import (NameSeededGlorotUniform, OnDevice, SubModel,
@@ -65,8 +65,12 @@ class _PlacedTraining:
       The model itself.
 
     Raises:
-      TfMpError: a weight was not created under the layout's strategy scope.
+      TfMpError: `layout` is not a layout, or a weight was not created under
+        the layout's strategy scope.
     """
+    if layout is not None:
+      has_attributes('distribute_over: layout', layout, ('distributed', 'strategy', 'kind'),
+                     'a tf_mp.distribute.StrategyLayout (from create_strategy) or None')
     if layout is not None and layout.distributed:
       self._check_created_in_scope(layout.strategy, layout.kind)
     self._tf_mp_layout = layout
@@ -278,8 +282,8 @@ class _PlacedTraining:
       The `FuncGraph` in which the last `train_step` was traced.
 
     Raises:
-      TfMpError: no step has been traced and no batch was given, or the model
-        is not compiled.
+      TfMpError: no step has been traced and no batch was given, the batch
+        does not fit the model, or the model is not compiled.
     """
     if self._tf_mp_train_graph is not None:
       return self._tf_mp_train_graph
@@ -289,6 +293,11 @@ class _PlacedTraining:
     if not self.compiled:
       raise TfMpError('the model is not compiled; call model.compile(optimizer, '
                       'loss) before asking for the training step')
+    # One line, not Keras's shape errors from deep inside the trace.
+    self._check_input_shape(x, 'placement_report')
+    if np.shape(x)[:1] != np.shape(y)[:1]:
+      raise TfMpError(f'placement_report: x has shape {list(np.shape(x))} but y has '
+                      f'{list(np.shape(y))}; expected one label per row of x')
     data = (tf.convert_to_tensor(x), tf.convert_to_tensor(y))
     with self.distribute_strategy.scope():  # as Keras's fit builds them
       self._symbolic_build(data_batch=data)
@@ -337,6 +346,7 @@ class FunctionalModel(Model, keras_functional.Functional):
 
 def keras_weights(model) -> dict:
   """`{path: weight}` for a Keras model's weights (`sub_model_1/hidden/kernel`, ...)."""
+  has_attributes('keras_weights: model', model, ('weights',), 'a Keras model or layer')
   return {w.path: w for w in model.weights}
 
 

@@ -6,7 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_mp.checks import finite_number, instance_of, non_negative_int, positive_int
+from tf_mp.checks import (finite_number, instance_of, non_negative_int, optional_callable,
+                          positive_int)
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.errors import TfMpError
 from tf_mp.keras.optimizers import Adam
@@ -36,6 +37,9 @@ def step_dataset(x, y, steps: int, batch_size: int = 64,
   """
   x, y = check_arrays(x, y, 'step_dataset', input_units=None, num_classes=None)
   steps = positive_int('step_dataset: steps', steps)
+  if steps > np.iinfo(np.int64).max:  # The step counter and the range are int64.
+    raise TfMpError(f'step_dataset: steps {steps} is larger than 2^63 - 1, the largest '
+                    'step an int64 counter holds')
   batch_size = positive_int('step_dataset: batch_size', batch_size)
   first_step = non_negative_int('step_dataset: first_step', first_step)
   if not 0 <= first_step < steps:
@@ -63,7 +67,7 @@ class StepLogger(keras.callbacks.Callback):
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
       raise TfMpError(f'StepLogger: every must be a positive integer, got {every!r}')
     self.every = every
-    self.print_fn = print_fn
+    self.print_fn = optional_callable('StepLogger: print_fn', print_fn)
     self.logged = []  # (step, loss) pairs printed so far.
     self._step = None
 

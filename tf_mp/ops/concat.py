@@ -117,7 +117,14 @@ class OpLibrary:
         self.ops_dir = cache.library_dir(tf.__version__)
       except cache.SourcesMissingError as e:
         raise _LoadFailure(str(e)) from None
-    info = cache.read_build_info(self.ops_dir)
+    try:
+      info = cache.read_build_info(self.ops_dir)
+    except (OSError, ValueError) as e:  # Damaged JSON; a cache root that is a file.
+      raise _LoadFailure(f'{self.ops_dir}/{cache.BUILD_INFO} cannot be read '
+                         f'({type(e).__name__}: {e})') from None
+    if info is not None and not isinstance(info, dict):
+      raise _LoadFailure(f'{self.ops_dir}/{cache.BUILD_INFO} is not a build record '
+                         f'(a JSON {type(info).__name__}, not an object)')
     if info is None:
       raise _LoadFailure(f'{self.ops_dir}/{cache.BUILD_INFO} not found: the '
                          'op is not built')
