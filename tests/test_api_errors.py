@@ -397,7 +397,7 @@ class ThreadModeTest(tf.test.TestCase):
     os.environ[devices.THREADS_ENV] = 'fastest'
     try:
       with self.assertRaisesRegex(tf_mp.TfMpError, "TF_MP_CPU_THREADS='fastest'; expected "
-                                  'one of tensorflow, inter, matched'):
+                                  'one of tensorflow, matched'):
         devices.match_threads_to_devices(3)
     finally:
       if previous is None:

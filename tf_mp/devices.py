@@ -120,7 +120,7 @@ THREADS_ENV = 'TF_MP_CPU_THREADS'
 MAX_LOGICAL_CPUS = 256
 
 
-THREAD_MODES = ('tensorflow', 'inter', 'matched')
+THREAD_MODES = ('tensorflow', 'matched')
 
 
 def match_threads_to_devices(count: int) -> None:
@@ -128,15 +128,14 @@ def match_threads_to_devices(count: int) -> None:
 
   `tensorflow` (the default): TensorFlow's own pools, as the document's TF1
     program has them.
-  `inter`: `count` inter-op threads (the devices' ops can all be in flight at
-    once), TensorFlow's intra-op pool. Exact: the intra-op pool decides how a
-    kernel splits its work, the inter-op pool only when ops run.
-  `matched`: additionally one intra-op thread per op. Faster for the
-    document's small ops, but it changes the last bits: Eigen blocks a matrix
-    product's contraction by the number of threads, so the hidden layers'
-    weight gradients (x^T dh, summed over the batch) round differently, and
-    the port no longer equals the TF1 program as written bit for bit (it
-    equals that program given the same pools). See docs/benchmarks.md.
+  `matched`: one intra-op thread per op and `count` inter-op threads (the
+    devices' ops in flight at once). Faster for the document's small ops
+    (docs/benchmarks.md), but it changes the last bits: the intra-op pool
+    decides how Eigen splits a matrix product, and the hidden layers' weight
+    gradients (x^T dh, summed over the batch) round differently with one
+    thread, so the port no longer equals the TF1 program as written bit for
+    bit (it equals that program given the same pools). More inter-op threads
+    alone change no bits, and measured, buy nothing either.
 
   Does nothing when GPUs exist or the pools were already configured.
 
@@ -154,8 +153,7 @@ def match_threads_to_devices(count: int) -> None:
       threading_config.get_inter_op_parallelism_threads()):
     return  # The user's own choice.
   try:
-    if mode == 'matched':
-      threading_config.set_intra_op_parallelism_threads(1)
+    threading_config.set_intra_op_parallelism_threads(1)
     threading_config.set_inter_op_parallelism_threads(max(2, count))
   except RuntimeError:
     pass  # The runtime has started: its pools are fixed.

@@ -2,11 +2,9 @@
 
 All train the same configuration on the same batches for --steps steps on
 three logical CPU devices, each in its own process, in interleaved rounds
-(the order rotates), --repeats times. Five contenders (--contenders picks):
+(the order rotates), --repeats times. Four contenders (--contenders picks):
 
   port            examples/tutorial.py as `make tutorial` runs it
-  port_inter      the same with TF_MP_CPU_THREADS=inter (one inter-op thread
-                  per device, TensorFlow's intra-op pool: exact)
   port_matched    the same with TF_MP_CPU_THREADS=matched (intra-op 1,
                   inter-op 3): what matched pools buy, at the cost of
                   bit-exactness with the document's program as written
@@ -39,7 +37,7 @@ TF1 = os.path.join(ROOT, 'tools', 'reference', 'tf1_program.py')
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('steps', 10000, 'Training steps for each program.', lower_bound=1)
-flags.DEFINE_list('contenders', ['port', 'port_inter', 'port_matched', 'tf1', 'tf1_same_pools'],
+flags.DEFINE_list('contenders', ['port', 'port_matched', 'tf1', 'tf1_same_pools'],
                   'Which programs to run (port and tf1 always).')
 flags.DEFINE_integer('repeats', 3, 'Runs of each program (medians are reported).',
                      lower_bound=1)
@@ -71,8 +69,6 @@ def run_tf1(steps, *pools):
 
 CONTENDERS = {
     'port': ('tf_mp port (TF2)', lambda steps: run_port(steps)),
-    'port_inter': ('port, inter-op pool per device',
-                   lambda steps: run_port(steps, TF_MP_CPU_THREADS='inter')),
     'port_matched': ('port, matched pools (opt-in)',
                      lambda steps: run_port(steps, TF_MP_CPU_THREADS='matched')),
     'tf1': ('document TF1, as written', lambda steps: run_tf1(steps)),
