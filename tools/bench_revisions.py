@@ -37,7 +37,7 @@ flags.DEFINE_integer('rounds', 3, 'Runs of the command on each side.', lower_bou
 
 
 def _figures(output: str, pattern: re.Pattern) -> dict:
-  return {m.group(1).strip(): float(m.group(2).replace(',', ''))
+  return {' '.join(m.group(1).replace('|', ' ').split()): float(m.group(2).replace(',', ''))
           for m in pattern.finditer(output)}
 
 
