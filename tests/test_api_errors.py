@@ -297,6 +297,12 @@ _CASES = (
     ('keras_report_labels_length', lambda: tf_mp.keras.placement_report(
         keras_model(), X, Y[:2]),
      'placement_report: x has shape [8, 16] but y has [2]; expected one label per row'),
+    ('keras_fit_label_outside_the_logits', lambda: keras_model().fit(
+        X, np.full(8, 99), verbose=0), 'fit: label 99 is outside [0, 4); the model has 4 logits'),
+    ('keras_fit_negative_label', lambda: keras_model().fit(X, -np.ones(8, np.int64), verbose=0),
+     'fit: label -1 is outside [0, 4)'),
+    ('keras_evaluate_label_outside_the_logits', lambda: keras_model().evaluate(
+        X, np.full(8, 4), verbose=0), 'evaluate: label 4 is outside [0, 4)'),
     ('trainer_of_a_keras_model', lambda: tf_mp.Trainer(tf_mp.keras.build_model('cpu:0', SMALL)),
      'has weights that are not tf.Variables'),
     ('report_of_a_keras_model', lambda: tf_mp.placement_report(keras_model()),

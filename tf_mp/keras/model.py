@@ -163,14 +163,41 @@ class _PlacedTraining:
     if self.built:  # eagerly: each slot beside its weight
       self.optimizer.build(self.trainable_variables)
 
-  def fit(self, x=None, *args, **kwargs):  # pylint: disable=signature-differs,keyword-arg-before-vararg
+  def _check_labels(self, y, where: str) -> None:
+    """One line instead of Keras's kernel error for a class id outside the logits.
+
+    Only where both are known before running: concrete integer labels, a
+    sparse categorical cross-entropy loss, a functional model's logits width.
+    (Integer targets of another loss may be anything.)
+    """
+    loss = getattr(self, 'loss', None)
+    sparse = (isinstance(loss, keras.losses.SparseCategoricalCrossentropy) or
+              loss in ('sparse_categorical_crossentropy',
+                       keras.losses.sparse_categorical_crossentropy))
+    outputs = getattr(self, '_outputs', None) if isinstance(
+        self, keras_functional.Functional) else None
+    if (not sparse or y is None or not outputs or len(keras.tree.flatten(outputs)) != 1 or
+        not isinstance(y, (np.ndarray, list, tuple, tf.Tensor)) or tf.is_symbolic_tensor(y)):
+      return
+    classes = keras.tree.flatten(outputs)[0].shape[-1]
+    labels = np.asarray(y)
+    if classes is None or not labels.size or labels.dtype.kind not in 'iu':
+      return
+    bad = labels[(labels < 0) | (labels >= classes)]
+    if bad.size:
+      raise TfMpError(f'{where}: label {bad.flat[0]} is outside [0, {classes}); the model '
+                      f'has {classes} logits and a sparse categorical cross-entropy loss')
+
+  def fit(self, x=None, y=None, *args, **kwargs):  # pylint: disable=signature-differs,keyword-arg-before-vararg
     self._check_strategy()
     self._check_input_shape(x, 'fit')
-    return super().fit(x, *args, **kwargs)
+    self._check_labels(y, 'fit')
+    return super().fit(x, y, *args, **kwargs)
 
-  def evaluate(self, x=None, *args, **kwargs):  # pylint: disable=signature-differs,keyword-arg-before-vararg
+  def evaluate(self, x=None, y=None, *args, **kwargs):  # pylint: disable=signature-differs,keyword-arg-before-vararg
     self._check_input_shape(x, 'evaluate')
-    return super().evaluate(x, *args, **kwargs)
+    self._check_labels(y, 'evaluate')
+    return super().evaluate(x, y, *args, **kwargs)
 
   def predict(self, x, *args, **kwargs):  # pylint: disable=signature-differs
     self._check_input_shape(x, 'predict')
