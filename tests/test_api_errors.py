@@ -297,6 +297,12 @@ _CASES = (
     ('keras_report_labels_length', lambda: tf_mp.keras.placement_report(
         keras_model(), X, Y[:2]),
      'placement_report: x has shape [8, 16] but y has [2]; expected one label per row'),
+    ('keras_report_bad_batch_after_a_trace', lambda: (
+        tf_mp.keras.placement_report(keras_model(), X, Y),
+        tf_mp.keras.placement_report(keras_model(), X[:, :10], Y)),
+     'placement_report: inputs have shape [8, 10]; the model expects [batch, 16]'),
+    ('keras_step_dataset_batch_beyond_the_data', lambda: tf_mp.keras.step_dataset(X, Y, 5, 9),
+     'step_dataset: batch_size 9 is larger than the 8 examples; expected at most 8'),
     ('keras_fit_label_outside_the_logits', lambda: keras_model().fit(
         X, np.full(8, 99), verbose=0), 'fit: label 99 is outside [0, 4); the model has 4 logits'),
     ('keras_fit_negative_label', lambda: keras_model().fit(X, -np.ones(8, np.int64), verbose=0),

@@ -74,6 +74,14 @@ def activation_estimate(widths, batch_size: int, example_size: int,
   return batch_size * per_example * BYTES_PER_VALUE * SAFETY, largest
 
 
+def check_batch_within(batch_size: int, num_examples: int, where: str = '') -> None:
+  """Raises TfMpError if a batch of `batch_size` rows needs more than `num_examples`."""
+  if batch_size > num_examples:
+    raise TfMpError(f'{where}batch_size {batch_size} is larger than the {num_examples} '
+                    f'examples; expected at most {num_examples} (a step would '
+                    'use rows more than once)')
+
+
 def check_batch_fits(model, x, batch_size: int,
                      available_bytes: Optional[int] = None) -> None:
   """Raises TfMpError, before training, if `batch_size` cannot plausibly run.
@@ -98,10 +106,7 @@ def check_batch_fits(model, x, batch_size: int,
     x = np.asarray(x)
   shape = tuple(int(d) for d in x.shape)
   num_examples = shape[0] if shape else 0
-  if batch_size > num_examples:
-    raise TfMpError(f'batch_size {batch_size} is larger than the {num_examples} '
-                    f'examples; expected at most {num_examples} (a step would '
-                    'use rows more than once)')
+  check_batch_within(batch_size, num_examples)
   token_ids = np.issubdtype(np.dtype(getattr(x.dtype, 'as_numpy_dtype', x.dtype)),
                             np.integer)
   needed, largest = step_memory_estimate(model, batch_size, shape[1:], token_ids)

@@ -303,7 +303,8 @@ class _PlacedTraining:
 
     Args:
       x, y: a batch to trace a step with when `fit` has not run yet (the
-        step is traced, not run: no weight changes). Ignored after `fit`.
+        step is traced, not run: no weight changes). After `fit` the traced
+        step is returned; a batch given then is still checked against the model.
 
     Returns:
       The `FuncGraph` in which the last `train_step` was traced.
@@ -312,6 +313,13 @@ class _PlacedTraining:
       TfMpError: no step has been traced and no batch was given, the batch
         does not fit the model, or the model is not compiled.
     """
+    if x is not None and y is not None:
+      # One line, not Keras's shape errors from deep inside the trace; and a
+      # batch that does not fit is refused after `fit` too, not ignored.
+      self._check_input_shape(x, 'placement_report')
+      if np.shape(x)[:1] != np.shape(y)[:1]:
+        raise TfMpError(f'placement_report: x has shape {list(np.shape(x))} but y has '
+                        f'{list(np.shape(y))}; expected one label per row of x')
     if self._tf_mp_train_graph is not None:
       return self._tf_mp_train_graph
     if x is None or y is None:
@@ -320,11 +328,6 @@ class _PlacedTraining:
     if not self.compiled:
       raise TfMpError('the model is not compiled; call model.compile(optimizer, '
                       'loss) before asking for the training step')
-    # One line, not Keras's shape errors from deep inside the trace.
-    self._check_input_shape(x, 'placement_report')
-    if np.shape(x)[:1] != np.shape(y)[:1]:
-      raise TfMpError(f'placement_report: x has shape {list(np.shape(x))} but y has '
-                      f'{list(np.shape(y))}; expected one label per row of x')
     data = (tf.convert_to_tensor(x), tf.convert_to_tensor(y))
     with self.distribute_strategy.scope():  # as Keras's fit builds them
       self._symbolic_build(data_batch=data)

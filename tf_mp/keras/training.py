@@ -11,6 +11,7 @@ from tf_mp.checks import (finite_number, instance_of, non_negative_int, optional
 from tf_mp.data import batch_at, check_arrays
 from tf_mp.errors import TfMpError
 from tf_mp.keras.optimizers import Adam
+from tf_mp.memory import check_batch_within
 
 
 def step_dataset(x, y, steps: int, batch_size: int = 64,
@@ -33,7 +34,7 @@ def step_dataset(x, y, steps: int, batch_size: int = 64,
     [batch_size])`.
 
   Raises:
-    TfMpError: bad arrays or step range.
+    TfMpError: bad arrays or step range, or a batch larger than the data.
   """
   x, y = check_arrays(x, y, 'step_dataset', input_units=None, num_classes=None)
   steps = positive_int('step_dataset: steps', steps)
@@ -41,6 +42,7 @@ def step_dataset(x, y, steps: int, batch_size: int = 64,
     raise TfMpError(f'step_dataset: steps {steps} is larger than 2^63 - 1, the largest '
                     'step an int64 counter holds')
   batch_size = positive_int('step_dataset: batch_size', batch_size)
+  check_batch_within(batch_size, len(x), 'step_dataset: ')
   first_step = non_negative_int('step_dataset: first_step', first_step)
   if not 0 <= first_step < steps:
     raise TfMpError(f'step_dataset: first_step {first_step} is not in [0, steps={steps})')
