@@ -76,6 +76,14 @@ def scratch() -> str:
   return tempfile.mkdtemp(prefix='api_errors_')
 
 
+def _file_in(directory: str) -> str:
+  """A plain file in `directory` (where a folder is expected)."""
+  path = os.path.join(directory, 'f')
+  with open(path, 'w') as f:
+    f.write('x')
+  return path
+
+
 def ids(value, shape=(2, 16), dtype=np.int32):
   return np.full(shape, value, dtype)
 
@@ -303,6 +311,10 @@ _CASES = (
      'placement_report: inputs have shape [8, 10]; the model expects [batch, 16]'),
     ('keras_step_dataset_batch_beyond_the_data', lambda: tf_mp.keras.step_dataset(X, Y, 5, 9),
      'step_dataset: batch_size 9 is larger than the 8 examples; expected at most 8'),
+    ('keras_save_without_extension', lambda: keras_model().save(os.path.join(scratch(), 'm.txt')),
+     "has no .keras (or .h5) extension; expected e.g. 'model.keras'"),
+    ('keras_save_under_a_file', lambda: keras_model().save(
+        os.path.join(_file_in(scratch()), 'm.keras')), 'exists and is not a directory'),
     ('keras_fit_label_outside_the_logits', lambda: keras_model().fit(
         X, np.full(8, 99), verbose=0), 'fit: label 99 is outside [0, 4); the model has 4 logits'),
     ('keras_fit_negative_label', lambda: keras_model().fit(X, -np.ones(8, np.int64), verbose=0),

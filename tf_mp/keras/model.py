@@ -1,6 +1,7 @@
 """`tf_mp.keras.Model`: a Keras model whose training step places the backward pass too."""
 
 import contextlib
+import os
 from typing import Optional
 
 import keras
@@ -12,6 +13,7 @@ from keras.src.models.model import functional_init_arguments
 
 from tf_mp.checks import has_attributes, instance_of
 from tf_mp.devices import device_scope, resolve_devices
+from tf_mp.files import check_path, check_writable_dir
 from tf_mp.errors import TfMpError
 from tf_mp.keras.layers import (NameSeededGlorotUniform, OnDevice, SubModel,
                                 on_device)
@@ -187,6 +189,22 @@ class _PlacedTraining:
     if bad.size:
       raise TfMpError(f'{where}: label {bad.flat[0]} is outside [0, {classes}); the model '
                       f'has {classes} logits and a sparse categorical cross-entropy loss')
+
+  def save(self, filepath, *args, **kwargs):  # pylint: disable=signature-differs
+    """Keras's `save`; a path Keras cannot write is one TfMpError line first.
+
+    Raises:
+      TfMpError: `filepath` is not a path, does not end in `.keras` or `.h5`,
+        is a directory, or its folder cannot be created or written.
+    """
+    filepath = check_path(filepath, 'save: file')
+    if not filepath.endswith(('.keras', '.h5')):
+      raise TfMpError(f'save: file {filepath!r} has no .keras (or .h5) extension; '
+                      "expected e.g. 'model.keras'")
+    if os.path.isdir(filepath):
+      raise TfMpError(f'save: file {filepath!r} is a directory; expected a file name')
+    check_writable_dir(os.path.dirname(os.path.abspath(filepath)), 'save: folder')
+    return super().save(filepath, *args, **kwargs)
 
   def fit(self, x=None, y=None, *args, **kwargs):  # pylint: disable=signature-differs,keyword-arg-before-vararg
     self._check_strategy()
