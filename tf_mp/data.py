@@ -6,7 +6,6 @@ the TF1 reference program can feed the very same rows.
 """
 
 import hashlib
-import os
 import zipfile
 from typing import Optional, Tuple
 
@@ -15,6 +14,7 @@ import tensorflow as tf
 
 from tf_mp.checks import non_negative_int, numeric_array, positive_int
 from tf_mp.errors import TfMpError
+from tf_mp.files import check_input_file
 
 SYNTHETIC_EXAMPLES = 4096
 
@@ -122,12 +122,7 @@ def load_npz(path: str, input_units: int = 128,
   positive_int('input_units', input_units)
   positive_int('num_classes', num_classes)
   expected = f"expected a .npz with 'x' [n, {input_units}] float32 and 'y' [n] integer"
-  if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-    raise TfMpError(f'data file {path!r} is not a path; {expected}')
-  if os.path.isdir(path):
-    raise TfMpError(f'data file {path!r} is a directory; {expected}')
-  if not os.path.isfile(path):
-    raise TfMpError(f'data file {path!r} does not exist; {expected}')
+  path = check_input_file(path, 'data file', expected)
   try:
     # np.load would take a .npy, or suggest allow_pickle for any other file.
     is_zip = zipfile.is_zipfile(path)

@@ -27,6 +27,26 @@ def check_path(path, what: str) -> str:
   return path
 
 
+def check_input_file(path, what: str, expected: str) -> str:
+  """Returns `path` as a str; one TfMpError line unless it names an existing regular file.
+
+  Args:
+    path: the file to read.
+    what: how the message names it, e.g. 'data file'.
+    expected: the end of the message, e.g. 'expected a UTF-8 text file'.
+  """
+  if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+    raise TfMpError(f'{what} {path!r} is not a path; {expected}')
+  if os.path.isdir(path):
+    raise TfMpError(f'{what} {path!r} is a directory; {expected}')
+  if not os.path.exists(path):
+    raise TfMpError(f'{what} {path!r} does not exist; {expected}')
+  if not os.path.isfile(path):
+    raise TfMpError(f'{what} {path!r} is not a regular file (a device, pipe '
+                    f'or socket); {expected}')
+  return os.fspath(path)
+
+
 def check_writable_dir(path, what: str, *, create: bool = True) -> str:
   """Makes sure `path` is a directory this process can create files in.
 

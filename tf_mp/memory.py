@@ -115,9 +115,8 @@ def check_batch_fits(model, x, batch_size: int,
                     f'elements, more than TensorFlow handles '
                     f'({MAX_TENSOR_ELEMENTS:,}); expected a batch of at most '
                     f'{batch_size * MAX_TENSOR_ELEMENTS // largest:,}')
-  if available_bytes is None:
-    available_bytes = available_memory_bytes()
-  if available_bytes is not None and needed > available_bytes:
+  available_bytes = memory_shortfall(needed, available_bytes)
+  if available_bytes is not None:
     fits = max(1, batch_size * available_bytes // needed)
     raise TfMpError(f'batch_size {batch_size} needs about {gib(needed)} for one '
                     f'step (estimated), more than the {gib(available_bytes)} of '
@@ -148,13 +147,21 @@ def check_parameters_fit(count: int, what: str,
     TfMpError: naming `what`, the parameters, the bytes and the memory.
   """
   needed = int(count) * BYTES_PER_VALUE * PARAMETER_COPIES
-  if available_bytes is None:
-    available_bytes = available_memory_bytes()
-  if available_bytes is not None and needed > available_bytes:
+  available_bytes = memory_shortfall(needed, available_bytes)
+  if available_bytes is not None:
     raise TfMpError(f'{what} has {int(count):,} parameters, which need about '
                     f'{gib(needed)} with their optimizer state (estimated), more '
                     f'than the {gib(available_bytes)} of memory available; '
                     'expected smaller widths')
+
+
+def memory_shortfall(needed: int, available_bytes: Optional[int] = None) -> Optional[int]:
+  """The memory available (`available_bytes`, default the host's) when `needed` bytes exceed it, else None."""
+  if available_bytes is None:
+    available_bytes = available_memory_bytes()
+  if available_bytes is not None and needed > available_bytes:
+    return available_bytes
+  return None
 
 
 def gib(count: int) -> str:

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 from tf_mp.checks import integer, positive_int
 from tf_mp.errors import TfMpError
 from tf_mp.memory import (BYTES_PER_VALUE, MAX_TENSOR_ELEMENTS, activation_estimate,
-                          available_memory_bytes, gib)
+                          gib, memory_shortfall)
 
 # Preferred tensor-parallel widths, in order: the document's three devices first.
 PREFERRED_TENSOR_PARALLEL = (3, 2, 4)
@@ -156,9 +156,8 @@ def check_lm_fits(config: LMConfig, batch_size: Optional[int] = None,
                       f'{max(1, batch_size * MAX_TENSOR_ELEMENTS // largest):,}')
     needed += step_bytes
     what += f' and one step of {batch_size} windows'
-  if available_bytes is None:
-    available_bytes = available_memory_bytes()
-  if available_bytes is not None and needed > available_bytes:
+  available_bytes = memory_shortfall(needed, available_bytes)
+  if available_bytes is not None:
     raise TfMpError(f'the tiny LM ({config.num_blocks} blocks, d_model {d}, mlp_units '
                     f'{mlp}, context {context}) needs about {gib(needed)} for its '
                     f'{what} (estimated), more than the {gib(available_bytes)} of '

@@ -20,6 +20,7 @@ import numpy as np
 from tf_mp import checks
 from tf_mp.checks import integer, positive_int
 from tf_mp.errors import TfMpError
+from tf_mp.files import check_input_file
 
 CORPUS_MODULES = (
     'argparse', 'textwrap', 'difflib', 'functools', 'inspect', 'typing',
@@ -75,15 +76,7 @@ def load_text(path: str) -> str:
       only whitespace) or binary (contains a NUL byte or is not valid UTF-8).
   """
   expected = 'expected a UTF-8 text file'
-  if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-    raise TfMpError(f'text file {path!r} is not a path; {expected}')
-  if os.path.isdir(path):
-    raise TfMpError(f'text file {path!r} is a directory; {expected}')
-  if not os.path.exists(path):
-    raise TfMpError(f'text file {path!r} does not exist; {expected}')
-  if not os.path.isfile(path):
-    raise TfMpError(f'text file {path!r} is not a regular file (a device, pipe '
-                    f'or socket); {expected}')
+  path = check_input_file(path, 'text file', expected)
   try:
     with open(path, 'rb') as f:
       data = f.read()
