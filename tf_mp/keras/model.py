@@ -11,7 +11,7 @@ from keras.src.losses import loss as keras_loss_module
 from keras.src.models import functional as keras_functional
 from keras.src.models.model import functional_init_arguments
 
-from tf_mp.checks import has_attributes, instance_of
+from tf_mp.checks import has_attributes, instance_of, numeric_array, short_repr
 from tf_mp.devices import device_scope, resolve_devices
 from tf_mp.files import check_path, check_writable_dir
 from tf_mp.errors import TfMpError
@@ -108,11 +108,9 @@ class _PlacedTraining:
 
   def _check_input_shape(self, x, where: str) -> None:
     """One line instead of Keras's error when `x` does not fit a functional model's input."""
-    inputs = getattr(self, '_inputs', None) if isinstance(
-        self, keras_functional.Functional) else None
-    if not inputs or len(keras.tree.flatten(inputs)) != 1 or x is None:
+    if not self._single_input() or x is None:
       return
-    expected = list(keras.tree.flatten(inputs)[0].shape)
+    expected = list(keras.tree.flatten(self._inputs)[0].shape)
     if isinstance(x, tf.data.Dataset):
       spec = x.element_spec
       spec = spec[0] if isinstance(spec, (tuple, list)) else spec
@@ -128,6 +126,29 @@ class _PlacedTraining:
       wanted = ', '.join(['batch'] + [str(e) for e in expected[1:]])
       raise TfMpError(f'{where}: inputs have shape {shape}; the model expects '
                       f'[{wanted}]')
+
+  def __call__(self, *args, **kwargs):
+    """Keras's call, with one line for inputs that cannot be the model's input.
+
+    A missing input, a string, or an array whose shape does not fit a
+    functional model's input is a TfMpError (Keras's ValueError before).
+    Symbolic inputs (the model used as a layer) go to Keras unchecked.
+    """
+    if args and not keras.backend.is_keras_tensor(args[0]):
+      inputs = args[0]
+      if inputs is None or isinstance(inputs, (str, bytes)):
+        raise TfMpError(f'call: inputs must be a tensor or an array, got '
+                        f'{short_repr(inputs)}')
+      if isinstance(inputs, list) and self._single_input():
+        inputs = numeric_array("call: 'inputs'", inputs)
+        args = (inputs,) + args[1:]
+      self._check_input_shape(inputs, 'call')
+    return super().__call__(*args, **kwargs)
+
+  def _single_input(self) -> bool:
+    inputs = getattr(self, '_inputs', None) if isinstance(
+        self, keras_functional.Functional) else None
+    return bool(inputs) and len(keras.tree.flatten(inputs)) == 1
 
   def compile(self, *args, steps_per_execution=None, jit_compile=False,  # pylint: disable=arguments-differ
               **kwargs):
