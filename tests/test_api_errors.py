@@ -21,6 +21,7 @@ import tensorflow as tf
 import tf_mp
 from tf_mp import lm
 from tf_mp.memory import check_parameters_fit
+from testing import run_python
 
 NAN = float('nan')
 SMALL = tf_mp.ModelConfig(input_units=16, num_classes=4,
@@ -423,13 +424,27 @@ if __name__ == '__main__':
 
 class ThreadModeTest(tf.test.TestCase):
 
+  def test_each_mode_reaches_the_runtime(self):
+    # A fresh process per mode: the pools are fixed when the runtime starts.
+    script = ('import tensorflow as tf, tf_mp; tf_mp.ensure_logical_cpus(3); '
+              'tf.constant(1.0); from tensorflow.python.eager import context; '
+              'c = context.context().config; print(c.experimental.disable_thread_spinning, '
+              'c.intra_op_parallelism_threads, c.inter_op_parallelism_threads, '
+              'len(tf.config.list_logical_devices("CPU")))')
+    expected = {'exact': 'True 0 0 3', 'tensorflow': 'False 0 0 3', 'matched': 'True 1 3 3',
+                '': 'True 0 0 3'}
+    for mode, line in expected.items():
+      run = run_python(['-c', script], env={'TF_MP_CPU_THREADS': mode}, timeout=120)
+      self.assertEqual(run.returncode, 0, run.stderr[-2000:])
+      self.assertEqual(run.stdout.strip(), line, f'TF_MP_CPU_THREADS={mode!r}')
+
   def test_unknown_thread_mode_is_one_line(self):
     from tf_mp import devices  # pylint: disable=g-import-not-at-top
     previous = os.environ.get(devices.THREADS_ENV)
     os.environ[devices.THREADS_ENV] = 'fastest'
     try:
       with self.assertRaisesRegex(tf_mp.TfMpError, "TF_MP_CPU_THREADS='fastest'; expected "
-                                  'one of tensorflow, matched'):
+                                  'one of exact, tensorflow, matched'):
         devices.match_threads_to_devices(3)
     finally:
       if previous is None:

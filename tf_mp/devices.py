@@ -120,43 +120,75 @@ THREADS_ENV = 'TF_MP_CPU_THREADS'
 MAX_LOGICAL_CPUS = 256
 
 
-THREAD_MODES = ('tensorflow', 'matched')
+THREAD_MODES = ('exact', 'tensorflow', 'matched')
 
 
 def match_threads_to_devices(count: int) -> None:
-  """Sizes TensorFlow's thread pools for `count` logical CPU devices, as `TF_MP_CPU_THREADS` says.
+  """Sets TensorFlow's thread pools for `count` logical CPU devices, as `TF_MP_CPU_THREADS` says.
 
-  `tensorflow` (the default): TensorFlow's own pools, as the document's TF1
-    program has them.
+  `exact` (the default): TensorFlow's pool sizes, so every op splits its work
+    as in the document's TF1 program and the port equals that program bit for
+    bit; but a pool thread that runs out of work sleeps at once instead of
+    spinning. The document's ops are small and three devices' ops share two
+    cores, so spinning threads take the cores from threads with work
+    (docs/benchmarks.md measures what this buys).
+  `tensorflow`: TensorFlow's pools exactly as it makes them (threads spin).
   `matched`: one intra-op thread per op and `count` inter-op threads (the
-    devices' ops in flight at once). Faster for the document's small ops
-    (docs/benchmarks.md), but it changes the last bits: the intra-op pool
-    decides how Eigen splits a matrix product, and the hidden layers' weight
-    gradients (x^T dh, summed over the batch) round differently with one
-    thread, so the port no longer equals the TF1 program as written bit for
-    bit (it equals that program given the same pools). More inter-op threads
-    alone change no bits, and measured, buy nothing either.
+    devices' ops in flight at once), no spinning. Faster still, but it changes
+    the last bits: the intra-op pool decides how Eigen splits a matrix
+    product, and the hidden layers' weight gradients (x^T dh, summed over the
+    batch) round differently with one thread, so the port no longer equals
+    the TF1 program as written bit for bit (it equals that program given the
+    same pools). More inter-op threads alone change no bits.
 
-  Does nothing when GPUs exist or the pools were already configured.
+  Does nothing when GPUs exist or the runtime has started; the pool sizes are
+  left alone when the user set them.
 
   Raises:
     TfMpError: `TF_MP_CPU_THREADS` is none of the modes.
   """
-  mode = os.environ.get(THREADS_ENV, 'tensorflow').strip().lower() or 'tensorflow'
+  mode = os.environ.get(THREADS_ENV, 'exact').strip().lower() or 'exact'
   if mode not in THREAD_MODES:
     raise TfMpError(f'{THREADS_ENV}={os.environ[THREADS_ENV]!r}; expected one of '
                     f'{", ".join(THREAD_MODES)}')
   if mode == 'tensorflow' or tf.config.list_physical_devices('GPU'):
     return
+  _stop_spinning()
   threading_config = tf.config.threading
-  if (threading_config.get_intra_op_parallelism_threads() or
-      threading_config.get_inter_op_parallelism_threads()):
-    return  # The user's own choice.
+  if mode == 'exact' or (threading_config.get_intra_op_parallelism_threads() or
+                         threading_config.get_inter_op_parallelism_threads()):
+    return  # TensorFlow's sizes, or the user's own choice.
   try:
     threading_config.set_intra_op_parallelism_threads(1)
     threading_config.set_inter_op_parallelism_threads(max(2, count))
   except RuntimeError:
     pass  # The runtime has started: its pools are fixed.
+
+
+def _stop_spinning() -> None:
+  """Sets `ConfigProto.experimental.disable_thread_spinning` for the runtime to come.
+
+  TensorFlow 2 has no public setter for it; the eager context reads this
+  ConfigProto when it starts. Without that private attribute (another
+  TensorFlow), or once the runtime has started, pools stay as TensorFlow makes them.
+  """
+  from tensorflow.core.protobuf import config_pb2  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
+  ctx = context.context()
+  if getattr(ctx, '_context_handle', True) is not None or not hasattr(ctx, '_config'):
+    return
+  config = config_pb2.ConfigProto()
+  if ctx._config is not None:  # pylint: disable=protected-access
+    config.CopyFrom(ctx._config)  # pylint: disable=protected-access
+  config.experimental.disable_thread_spinning = True
+  ctx._config = config  # pylint: disable=protected-access
+
+
+def thread_spinning_disabled() -> bool:
+  """Whether the runtime's pools were (or will be) made with spinning off."""
+  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
+  config = getattr(context.context(), '_config', None)
+  return bool(config is not None and config.experimental.disable_thread_spinning)
 
 
 def available_devices() -> list:

@@ -2,15 +2,21 @@
 
 All train the same configuration on the same batches for --steps steps on
 three logical CPU devices, each in its own process, in interleaved rounds
-(the order rotates), --repeats times. Four contenders (--contenders picks):
+(the order rotates), --repeats times. The contenders (--contenders picks):
 
-  port            examples/tutorial.py as `make tutorial` runs it
-  port_matched    the same with TF_MP_CPU_THREADS=matched (intra-op 1,
+  port            examples/tutorial.py as `make tutorial` runs it: TensorFlow's
+                  pool sizes (bit-exact with the document's program), idle pool
+                  threads sleeping instead of spinning (TF_MP_CPU_THREADS=exact)
+  tf1             the document's TF1 program as written (default session)
+  tf1_same_pools  the same program given the port's pools (spinning off): an
+                  engine-for-engine comparison with port
+  port_matched    the port with TF_MP_CPU_THREADS=matched (intra-op 1,
                   inter-op 3): what matched pools buy, at the cost of
                   bit-exactness with the document's program as written
-  tf1             the document's TF1 program as written (default session)
-  tf1_same_pools  the same program given the matched pools (intra-op 1,
-                  inter-op 3): an engine-for-engine comparison with port_matched
+  tf1_matched     the document's program given the matched pools: an
+                  engine-for-engine comparison with port_matched
+  port_spinning   the port with TensorFlow's pools untouched
+                  (TF_MP_CPU_THREADS=tensorflow): what sleeping threads buy
 
 Reports medians of the training-loop time, the whole process's wall time,
 the time from process start to the first `Step: 0` line, peak resident
@@ -37,7 +43,8 @@ TF1 = os.path.join(ROOT, 'tools', 'reference', 'tf1_program.py')
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('steps', 10000, 'Training steps for each program.', lower_bound=1)
-flags.DEFINE_list('contenders', ['port', 'port_matched', 'tf1', 'tf1_same_pools'],
+flags.DEFINE_list('contenders', ['port', 'tf1', 'tf1_same_pools', 'port_matched',
+                                  'tf1_matched', 'port_spinning'],
                   'Which programs to run (port and tf1 always).')
 flags.DEFINE_integer('repeats', 3, 'Runs of each program (medians are reported).',
                      lower_bound=1)
@@ -67,14 +74,17 @@ def run_tf1(steps, *pools):
               final_loss=measured['final_loss'])
 
 
+MATCHED = ('--intra_threads', '1', '--inter_threads', '3', '--no_spinning')
 CONTENDERS = {
     'port': ('tf_mp port (TF2)', lambda steps: run_port(steps)),
+    'tf1': ('document TF1, as written', lambda steps: run_tf1(steps)),
+    'tf1_same_pools': ("document TF1, port's pools",
+                       lambda steps: run_tf1(steps, '--no_spinning')),
     'port_matched': ('port, matched pools (opt-in)',
                      lambda steps: run_port(steps, TF_MP_CPU_THREADS='matched')),
-    'tf1': ('document TF1, as written', lambda steps: run_tf1(steps)),
-    'tf1_same_pools': ('document TF1, matched pools',
-                       lambda steps: run_tf1(steps, '--intra_threads', '1',
-                                             '--inter_threads', '3')),
+    'tf1_matched': ('document TF1, matched pools', lambda steps: run_tf1(steps, *MATCHED)),
+    'port_spinning': ("port, TensorFlow's pools untouched",
+                      lambda steps: run_port(steps, TF_MP_CPU_THREADS='tensorflow')),
 }
 
 

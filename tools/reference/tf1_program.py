@@ -59,6 +59,9 @@ flags.DEFINE_integer('intra_threads', None, "The session's intra-op thread pool 
                      "(default: TensorFlow's choice, as the document).")
 flags.DEFINE_integer('inter_threads', None, "The session's inter-op thread pool "
                      "(default: TensorFlow's choice, as the document).")
+flags.DEFINE_bool('no_spinning', False, "Idle pool threads sleep at once "
+                  '(ConfigProto.experimental.disable_thread_spinning), as the '
+                  "port's default pools (default: TensorFlow's, as the document).")
 flags.DEFINE_string('dump_dir', None, 'Directory for the oracle records '
                     '(initial checkpoint, logits, gradients, one Adam step, '
                     'devices), written before training.')
@@ -123,6 +126,7 @@ def session_config(num_devices):
     config.intra_op_parallelism_threads = FLAGS.intra_threads
   if FLAGS.inter_threads is not None:
     config.inter_op_parallelism_threads = FLAGS.inter_threads
+  config.experimental.disable_thread_spinning = FLAGS.no_spinning
   return config
 
 
