@@ -58,6 +58,7 @@ sys.excepthook = _stopped_while_starting
 
 # pylint: disable=g-import-not-at-top,wrong-import-position,g-bad-import-order
 import contextlib
+import gc
 import math
 import re
 import tempfile
@@ -329,10 +330,22 @@ def start_tensorflow(verbose: bool = False) -> None:
   """
   if not verbose:
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-  with quiet_stderr(not verbose):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import tf_mp  # pylint: disable=g-import-not-at-top
-    tf_mp.Trainer  # pylint: disable=pointless-statement  (loads the namespace)
+  # Python's cyclic collector would walk the whole growing heap several times
+  # while TensorFlow's ~2,800 modules load, for garbage they hardly make
+  # (docs/benchmarks.md, start-up). It waits until they are loaded; what they
+  # made is then frozen, out of the collector's sight, so later collections
+  # walk only what the program makes.
+  collecting = gc.isenabled()
+  gc.disable()
+  try:
+    with quiet_stderr(not verbose):
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      import tf_mp  # pylint: disable=g-import-not-at-top
+      tf_mp.Trainer  # pylint: disable=pointless-statement  (loads the namespace)
+  finally:
+    gc.freeze()
+    if collecting:
+      gc.enable()
   if not verbose:
     tf.get_logger().setLevel('ERROR')
     logging.set_verbosity(logging.WARNING)
@@ -378,6 +391,12 @@ def run(main: Callable[[list], Optional[int]], doc: Optional[str] = None,
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)
+  # The program is done and has closed what it wrote (checkpoints, exports and
+  # state files are written whole and closed; the summary writer is closed).
+  # Freezing the heap spares the interpreter's exit its walks of every object
+  # TensorFlow made (about 1 s here, docs/benchmarks.md); the process's end
+  # frees the memory anyway.
+  gc.freeze()
   sys.exit(status or 0)
 
 
