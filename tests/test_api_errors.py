@@ -89,6 +89,43 @@ def ids(value, shape=(2, 16), dtype=np.int32):
 
 
 # name, call, a fragment of the one-line message.
+class _OwnModel(tf.Module):
+  """A user's model, `[batch, 16]` -> 4 logits; class attributes and `call` vary per case."""
+
+  def __init__(self, dtype=tf.float32, call=None):
+    super().__init__()
+    self.w = tf.Variable(tf.zeros([16, 4], dtype), name='w')
+    self._call = call
+
+  def __call__(self, x):
+    return self._call(self, x) if self._call else x @ self.w
+
+
+def _own(call=None, dtype=tf.float32, **attributes):
+  """An `_OwnModel` with `attributes` (input_spec, output_device, check_data, ...) set."""
+  model = _OwnModel(dtype, call)
+  for name, value in attributes.items():
+    setattr(model, name, value)
+  return model
+
+
+def _raise(error):
+  raise error
+
+
+def _fit_own(model=None, **kwargs):
+  fit_args = {k: kwargs.pop(k) for k in ('steps',) if k in kwargs}
+  return tf_mp.Trainer(model or _own(), **kwargs).fit(X, Y, batch_size=4,
+                                                      **{'steps': 2, **fit_args})
+
+
+def _fit_in_function():
+  trained = tf_mp.Trainer(_own())
+  # (With autograph, TensorFlow wraps whatever a converted function raises in
+  # a StagingError whose last line is this TfMpError's.)
+  tf.function(lambda: trained.fit(X, Y, steps=1, batch_size=4), autograph=False)()
+
+
 _CASES = (
     # Devices.
     ('canonical_negative', lambda: tf_mp.canonical_device('cpu:-1'),
@@ -268,7 +305,7 @@ _CASES = (
      "parts must be a positive integer, got 'x'"),
     # Reports.
     ('device_time_none', lambda: tf_mp.reports.device_time_report(pipeline(), None, None),
-     "device_time_report: 'x' has shape []"),
+     "device_time_report: 'x' is a NoneType, not an array"),
     ('device_time_int', lambda: tf_mp.reports.device_time_report(
         pipeline(), np.zeros((8, 128), np.int32), np.zeros(8, np.int32)),
      "device_time_report: 'x' has dtype int32; expected float32"),
@@ -348,6 +385,54 @@ _CASES = (
      "text file '/dev/null' is not a regular file"),
     ('lm_corpus_bytes', lambda: lm.prepare_corpus(b'bytes' * 100, 4),
      "text must be a str (decode bytes first), got b'bytes"),
+    # Found by the third adversarial run: the user's own models, numbers that
+    # round away in float32, values beyond int64 or float32.
+    ('own_model_float16', lambda: tf_mp.Trainer(_own(dtype=tf.float16)),
+     "variable 'w' has dtype float16; tf_mp.Adam (TF1's AdamOptimizer) updates float32"),
+    ('own_model_input_spec', lambda: tf_mp.Trainer(_own(input_spec='x')),
+     "_OwnModel.input_spec must be a tf.TensorSpec or None, got 'x'"),
+    ('own_model_output_device', lambda: tf_mp.Trainer(_own(output_device='cpu:99')),
+     "device 'cpu:99' does not exist"),
+    ('own_model_check_data', lambda: _fit_own(_own(check_data=lambda x, y, source: None)),
+     '_OwnModel.check_data returned None; expected (features, labels)'),
+    ('own_model_logits_width', lambda: _fit_own(num_classes=7),
+     '_OwnModel gives logits of width 4 but declares num_classes 7'),
+    ('own_model_fails_tracing', lambda: _fit_own(_own(
+        call=lambda self, x: _raise(RuntimeError('model bug')))),
+     'failed while tracing its step (RuntimeError: model bug)'),
+    ('own_model_float64_weights_tracing', lambda: _fit_own(_own(
+        call=lambda self, x: x @ tf.cast(self.w, tf.float64))),
+     'failed while tracing its step'),
+    ('loss_fn_vector', lambda: _fit_own(loss_fn=lambda logits, labels: logits[:, 0]),
+     'loss_fn returned'),
+    ('loss_fn_constant', lambda: _fit_own(loss_fn=lambda logits, labels: tf.constant(1.0)),
+     'the loss of _OwnModel does not depend on any of its trainable variables'),
+    ('fit_inside_function', _fit_in_function, 'Trainer.fit was called inside a tf.function'),
+    ('fit_steps_beyond_int64', lambda: _fit_own(steps=2**63), 'beyond int64'),
+    ('fit_dataset_as_x', lambda: tf_mp.Trainer(model()).fit(
+        tf.data.Dataset.from_tensor_slices(X), Y, steps=1, batch_size=4), 'not an array'),
+    ('adam_learning_rate_rounds_to_zero', lambda: tf_mp.Adam(1e-50),
+     'Adam learning_rate 1e-50 is 0.0 in float32'),
+    ('adam_beta2_rounds_to_one', lambda: tf_mp.Adam(beta2=0.99999999999),
+     'Adam beta2 0.99999999999 is 1.0 in float32'),
+    ('adam_learning_rate_overflows', lambda: tf_mp.Adam(1e39),
+     'Adam learning_rate 1e+39 is inf in float32'),
+    ('batch_indices_uint64', lambda: tf_mp.batch_indices(np.uint64(2**63), 4, 10),
+     'beyond int64'),
+    ('synthetic_data_huge', lambda: tf_mp.synthetic_data(0, num_examples=10**12),
+     'synthetic_data of 1,000,000,000,000 x 128 values needs about'),
+    ('model_seed_beyond_int64', lambda: tf_mp.ModelConfig(seed=2**64),
+     "ModelConfig.seed must be an integer in int64's range"),
+    ('dense_name_not_identifier', lambda: tf_mp.Dense(4, 3, name='a/b'),
+     "Dense name must be a Python identifier such as \"head\" (or None), got 'a/b'"),
+    ('x_beyond_float32', lambda: tf_mp.check_arrays(np.full((2, 16), 1e300), [0, 1], 't', 16),
+     "t: 'x' contains a non-finite value (1e+300 beyond float32's range)"),
+    ('labels_beyond_int32', lambda: tf_mp.check_arrays(X, np.full(8, 2**33), 't', 16, 2**40),
+     't: label 8589934592 at row 0 is outside [0, 2147483648)'),
+    ('loss_scalar_logits', lambda: tf_mp.sparse_softmax_loss(tf.constant(1.0), tf.constant(0)),
+     'sparse_softmax_loss: logits have shape []'),
+    ('lm_evaluate_batch_zero', lambda: lm.LMTrainer(tiny_lm()).evaluate(
+        ids(0), ids(0), batch_size=0), 'evaluate: batch_size must be a positive integer, got 0'),
     ('lm_temperature_inf', lambda: lm.check_sampling(
         lm.CharVocab.from_text('hello'), 'h', 5, float('inf')),
      'temperature must be a finite number >= 0, got inf'),
@@ -386,6 +471,27 @@ class SilentResultTest(tf.test.TestCase):
     with self.assertRaisesRegex(tf_mp.TfMpError,
                                 'layer has 1,001 parameters, which need about'):
       check_parameters_fit(1001, 'layer', available_bytes=16_000)
+
+  def test_unnamed_variables_get_their_own_adam_slots(self):
+    # Eager variables are not renamed: both are 'Variable', and Adam's slots,
+    # keyed by name, were shared (a silently wrong update).
+    first, second = tf.Variable([1.0, -2.0]), tf.Variable([1.0, -2.0])
+    optimizer = tf_mp.Adam(0.1)
+    optimizer.build([first, second])
+    optimizer.apply_gradients([(tf.constant([1.0, 1.0]), first),
+                               (tf.constant([-3.0, 0.5]), second)])
+    # Adam's first step moves each variable by lr against its gradient's sign.
+    self.assertAllClose(first, [0.9, -2.1])
+    self.assertAllClose(second, [1.1, -2.1])
+    self.assertEqual(sorted(optimizer.slots()), ['Variable/Adam', 'Variable/Adam_1',
+                                                 'Variable_1/Adam', 'Variable_1/Adam_1',
+                                                 'beta1_power', 'beta2_power'])
+
+  def test_small_integer_labels_give_the_int32_loss(self):
+    logits = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    labels = np.array([0, 2, 1, 2])
+    self.assertAllClose(tf_mp.sparse_softmax_loss(logits, labels.astype(np.int8)),
+                        tf_mp.sparse_softmax_loss(logits, labels.astype(np.int32)))
 
   def test_fewer_devices_are_still_used_round_robin(self):
     self.assertEqual(tf_mp.build_model('cpu:0', SMALL).devices, ['/device:CPU:0'] * 3)

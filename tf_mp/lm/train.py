@@ -46,6 +46,7 @@ class LMTrainer(Trainer):
 
   def evaluate(self, x, y, batch_size: int = 32) -> float:
     """Mean cross-entropy (nats per character) over all windows of `x`, `y`."""
+    batch_size = positive_int('evaluate: batch_size', batch_size)
     x, y = self.check_data(x, y, 'validation data')
     total = 0.0
     for start in range(0, len(x), batch_size):
