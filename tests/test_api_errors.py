@@ -126,6 +126,48 @@ def _fit_in_function():
   tf.function(lambda: trained.fit(X, Y, steps=1, batch_size=4), autograph=False)()
 
 
+def _save_tf1_twice():
+  prefix = os.path.join(tempfile.mkdtemp(dir=scratch()), 'model')
+  tf_mp.compat.v1.save_tf1_checkpoint(model(), prefix)
+  tf_mp.compat.v1.save_tf1_checkpoint(model(), prefix)
+
+
+def _save_tf1_into_training_checkpoints():
+  directory = tempfile.mkdtemp(dir=scratch())
+  tf_mp.TrainingCheckpoints(directory, trainer()).save()
+  tf_mp.compat.v1.save_tf1_checkpoint(model(), os.path.join(directory, 'model'))
+
+
+def _diverged_model():
+  diverged = tf_mp.build_model('cpu:0', SMALL)
+  diverged.head.bias.assign(tf.fill([4], NAN))
+  return diverged
+
+
+def _restore_tf1_as_training_checkpoint():
+  directory = tempfile.mkdtemp(dir=scratch())
+  tf_mp.compat.v1.save_tf1_checkpoint(model(), os.path.join(directory, 'ckpt-7'))
+  fresh = tf_mp.Trainer(tf_mp.build_model('cpu:0', SMALL))
+  tf_mp.TrainingCheckpoints(directory, fresh).restore()
+
+
+def _save_into_replaced_directory():
+  directory = tempfile.mkdtemp(dir=scratch())
+  fresh = tf_mp.Trainer(tf_mp.build_model('cpu:0', SMALL))
+  checkpoints = tf_mp.TrainingCheckpoints(directory, fresh)
+  os.rmdir(directory)
+  with open(directory, 'w') as f:
+    f.write('x')
+  checkpoints.save()
+
+
+def _lm_checkpoints_other_vocabulary():
+  directory = tempfile.mkdtemp(dir=scratch())
+  vocab = lm.CharVocab.from_text('abcdefghijklmnopqrst')
+  lm.LMCheckpoints(directory, lm.LMTrainer(tiny_lm()), vocab).save()
+  lm.LMCheckpoints(directory, lm.LMTrainer(tiny_lm()), lm.CharVocab.from_text('ABCDEFGHIJKLMNOPQRST'))
+
+
 _CASES = (
     # Devices.
     ('canonical_negative', lambda: tf_mp.canonical_device('cpu:-1'),
@@ -433,6 +475,22 @@ _CASES = (
      'sparse_softmax_loss: logits have shape []'),
     ('lm_evaluate_batch_zero', lambda: lm.LMTrainer(tiny_lm()).evaluate(
         ids(0), ids(0), batch_size=0), 'evaluate: batch_size must be a positive integer, got 0'),
+    ('tf1_save_existing_prefix', _save_tf1_twice,
+     'already exists; choose a new prefix (nothing is overwritten)'),
+    ('tf1_save_into_training_checkpoints', _save_tf1_into_training_checkpoints,
+     'holds tf_mp training checkpoints (ckpt-N), whose state file a TF1 checkpoint'),
+    ('tf1_save_non_finite', lambda: tf_mp.compat.v1.save_tf1_checkpoint(
+        _diverged_model(), os.path.join(scratch(), 'nan', 'model')),
+     'head/bias has 4 non-finite values (e.g. nan); expected finite numbers. Nothing was written'),
+    ('export_non_finite', lambda: tf_mp.export_saved_model(
+        _diverged_model(), os.path.join(scratch(), 'nan_export')),
+     "variable 'head/bias:0' holds non-finite values"),
+    ('restore_tf1_as_training_checkpoint', _restore_tf1_as_training_checkpoint,
+     'ckpt-7: a TF1 (name-based) checkpoint, for tf_mp.compat.v1.load_tf1_checkpoint'),
+    ('save_into_replaced_directory', _save_into_replaced_directory,
+     'cannot save checkpoint ckpt-0'),
+    ('lm_checkpoints_other_vocabulary', _lm_checkpoints_other_vocabulary,
+     'holds a run with vocab'),
     ('lm_temperature_inf', lambda: lm.check_sampling(
         lm.CharVocab.from_text('hello'), 'h', 5, float('inf')),
      'temperature must be a finite number >= 0, got inf'),

@@ -52,7 +52,8 @@ class Adam(tf.Module):
   as a TF1 graph would have named the variables.
   """
 
-  _TF_MODULE_IGNORED_PROPERTIES = (tf.Module._TF_MODULE_IGNORED_PROPERTIES |  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  _TF_MODULE_IGNORED_PROPERTIES = (tf.Module._TF_MODULE_IGNORED_PROPERTIES |
                                    frozenset({'_slot_names'}))
 
   def __init__(self,
