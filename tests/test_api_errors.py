@@ -165,7 +165,37 @@ def _lm_checkpoints_other_vocabulary():
   directory = tempfile.mkdtemp(dir=scratch())
   vocab = lm.CharVocab.from_text('abcdefghijklmnopqrst')
   lm.LMCheckpoints(directory, lm.LMTrainer(tiny_lm()), vocab).save()
-  lm.LMCheckpoints(directory, lm.LMTrainer(tiny_lm()), lm.CharVocab.from_text('ABCDEFGHIJKLMNOPQRST'))
+  other = lm.CharVocab.from_text('ABCDEFGHIJKLMNOPQRST')
+  lm.LMCheckpoints(directory, lm.LMTrainer(tiny_lm()), other)
+
+
+class IntegerOutputs(tf_mp.keras.Model):
+  """A Keras model whose outputs are integers: no gradient reaches its weights.
+
+  (Public name: Keras names a model after its class, and TensorFlow refuses a
+  scope name that starts with an underscore.)
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.dense = tf_mp.keras.on_device(keras.layers.Dense(4), 'cpu:1')
+
+  def call(self, x):
+    return tf.cast(self.dense(x), tf.int32)
+
+
+def _fit_keras(model_=None, x=X, y=Y, **kwargs):
+  model_ = model_ or keras_model()
+  if not getattr(model_, 'optimizer', None):
+    tf_mp.keras.compile_document(model_)
+  return model_.fit(x, y, epochs=1, verbose=0, **{'batch_size': 4, **kwargs})
+
+
+def _nested_layouts():
+  first = tf_mp.distribute.create_strategy('mirrored', 'cpu:0;cpu:1')
+  second = tf_mp.distribute.create_strategy('mirrored', 'cpu:2;cpu:3')
+  with first.scope(), second.scope():
+    pass
 
 
 _CASES = (
@@ -491,6 +521,38 @@ _CASES = (
      'cannot save checkpoint ckpt-0'),
     ('lm_checkpoints_other_vocabulary', _lm_checkpoints_other_vocabulary,
      'holds a run with vocab'),
+    ('keras_fit_batch_size_zero', lambda: _fit_keras(batch_size=0),
+     'fit: batch_size must be a positive integer, got 0'),
+    ('keras_predict_batch_size_negative', lambda: keras_model().predict(X, batch_size=-1),
+     'predict: batch_size must be a positive integer, got -1'),
+    ('keras_fit_fractional_labels', lambda: _fit_keras(y=Y + 0.5),
+     'fit: label 0.5 is not a class id'),
+    ('keras_fit_dataset_label_beyond', lambda: _fit_keras(
+        x=tf.data.Dataset.from_tensor_slices((X, np.full(8, 9))).batch(4), y=None,
+        batch_size=None), 'fit: label 9 is outside [0, 4) (found in a batch while running'),
+    ('keras_integer_outputs', lambda: _fit_keras(IntegerOutputs()),
+     'the loss does not depend on any trainable weight of the model'),
+    ('tf_config_nested_too_deeply', lambda: tf_mp.distribute.parse_tf_config(
+        '[' * 100000 + ']' * 100000), 'is nested too deeply to parse'),
+    ('layout_scope_inside_another', _nested_layouts,
+     "was entered inside another strategy's scope"),
+    ('best_split_table_too_big', lambda: tf_mp.pipeline.best_split([1.0] * 10**4, 10**4),
+     '10000 parts of 10,000 layers make a table of 100,000,000 entries'),
+    ('pipeline_stages_generator', lambda: tf_mp.pipeline.Pipeline(
+        s for s in [tf_mp.pipeline.pipeline_stage(1, 'cpu:0')]),
+     'stages must be a list of stage modules or builders, got <generator'),
+    ('lm_generate_negative_seed', lambda: lm.generate(
+        tiny_lm(), lm.CharVocab.from_text('abcdefghijklmnopqrst'), 'a', 2, seed=-1),
+     'seed must be an integer >= 0, got -1'),
+    ('lm_decode_negative', lambda: lm.CharVocab.from_text('abc').decode([-1]),
+     'ids contain -1; expected character ids in [0, 3)'),
+    ('lm_entropy_empty', lambda: lm.unigram_entropy(np.zeros(0, np.int32)),
+     'ids must be a non-empty array of character ids >= 0'),
+    ('lm_assign_non_finite', lambda: tiny_lm().assign_full_weights(
+        {k: np.full_like(v, NAN) for k, v in tiny_lm().full_weights().items()}),
+     'holds non-finite values; expected finite numbers. Nothing was assigned'),
+    ('lm_default_tensor_parallel_string', lambda: lm.default_tensor_parallel(
+        lm.LMConfig(), 'cpu:0'), "preferred must be a sequence of device counts, got 'cpu:0'"),
     ('lm_temperature_inf', lambda: lm.check_sampling(
         lm.CharVocab.from_text('hello'), 'h', 5, float('inf')),
      'temperature must be a finite number >= 0, got inf'),
@@ -550,6 +612,30 @@ class SilentResultTest(tf.test.TestCase):
     labels = np.array([0, 2, 1, 2])
     self.assertAllClose(tf_mp.sparse_softmax_loss(logits, labels.astype(np.int8)),
                         tf_mp.sparse_softmax_loss(logits, labels.astype(np.int32)))
+
+  def test_an_interrupted_keras_save_keeps_the_previous_file(self):
+    path = os.path.join(scratch(), 'kept.keras')
+    keras_model().save(path)
+    with open(path, 'rb') as f:
+      before = f.read()
+    original = zipfile.ZipFile.writestr
+
+    def interrupted(*args, **kwargs):
+      raise KeyboardInterrupt('Ctrl-C half way through the save')
+
+    zipfile.ZipFile.writestr = interrupted
+    try:
+      with self.assertRaises(KeyboardInterrupt):
+        keras_model().save(path)
+    finally:
+      zipfile.ZipFile.writestr = original
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(), before)
+    self.assertEqual(sorted(os.listdir(os.path.dirname(path))).count('kept.keras'), 1)
+    self.assertFalse([n for n in os.listdir(scratch()) if n.startswith('.kept.')])
+
+  def test_step_logger_takes_numpy_integers(self):
+    self.assertEqual(tf_mp.keras.StepLogger(np.int64(5)).every, 5)
 
   def test_fewer_devices_are_still_used_round_robin(self):
     self.assertEqual(tf_mp.build_model('cpu:0', SMALL).devices, ['/device:CPU:0'] * 3)

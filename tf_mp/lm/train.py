@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.checkpoints import TrainingCheckpoints
-from tf_mp.checks import finite_number, instance_of, integer, positive_int, text
+from tf_mp.checks import (finite_number, instance_of, non_negative_int, positive_int,
+                          text)
 from tf_mp.errors import TfMpError
 from tf_mp.files import check_path, read_json, write_json_atomic
 from tf_mp.lm.model import TinyLM
@@ -81,7 +82,7 @@ def generate(model: TinyLM, vocab: CharVocab, prompt: str, length: int,
   """
   instance_of('model', model, TinyLM, 'a tf_mp.lm.TinyLM')
   check_sampling(vocab, prompt, length, temperature)
-  integer('seed', seed)
+  non_negative_int('seed', seed)  # numpy's generator takes no negative seed
   if vocab.size != model.config.vocab_size:
     raise TfMpError(f'vocabulary has {vocab.size} characters but the model has '
                     f'{model.config.vocab_size} logits')

@@ -252,6 +252,7 @@ class Pipeline(tf.Module):
         width is not the next stage's input width.
     """
     super().__init__(name=module_name('Pipeline name', name))
+    instance_of('stages', stages, (list, tuple), 'a list of stage modules or builders')
     if not stages:
       raise TfMpError('a pipeline needs at least one stage; got none')
     self.num_micro_batches = positive_int('num_micro_batches', num_micro_batches)
