@@ -198,6 +198,17 @@ def _nested_layouts():
     pass
 
 
+def _trainer_in_function():
+  own = _own()
+  tf.function(lambda: tf_mp.Trainer(own) and None, autograph=False)()
+
+
+def _export_other_width():
+  own = _own()
+  own.config = tf_mp.ModelConfig(input_units=3)  # the model takes 16
+  tf_mp.export_saved_model(own, os.path.join(scratch(), 'other_width'))
+
+
 _CASES = (
     # Devices.
     ('canonical_negative', lambda: tf_mp.canonical_device('cpu:-1'),
@@ -553,6 +564,13 @@ _CASES = (
      'holds non-finite values; expected finite numbers. Nothing was assigned'),
     ('lm_default_tensor_parallel_string', lambda: lm.default_tensor_parallel(
         lm.LMConfig(), 'cpu:0'), "preferred must be a sequence of device counts, got 'cpu:0'"),
+    ('trainer_inside_function', _trainer_in_function,
+     'Trainer(...) was called inside a tf.function'),
+    ('export_model_other_width', _export_other_width,
+     'cannot export _OwnModel: calling it on features float32 [None, 3] failed'),
+    ('device_time_logdir_file', lambda: tf_mp.reports.device_time_report(
+        pipeline(), np.zeros((4, 128), np.float32), np.zeros(4, np.int64),
+        logdir=_file_in(scratch())), 'profiler logdir'),
     ('lm_temperature_inf', lambda: lm.check_sampling(
         lm.CharVocab.from_text('hello'), 'h', 5, float('inf')),
      'temperature must be a finite number >= 0, got inf'),

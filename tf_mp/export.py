@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tf_mp.errors import TfMpError
+from tf_mp.errors import TfMpError, error_line
 from tf_mp.files import check_path, check_writable_dir
 
 
@@ -57,7 +57,8 @@ def export_saved_model(model: tf.Module, export_dir: str) -> str:
     The absolute path of the SavedModel.
 
   Raises:
-    TfMpError: `model` is not a tf_mp model, `export_dir` fails
+    TfMpError: `model` is not a tf_mp model, holds non-finite weights, cannot
+      be called on its config's features, `export_dir` fails
       `check_export_dir`, or the SavedModel cannot be written (a full disk):
       nothing is left at `export_dir` then.
   """
@@ -91,6 +92,14 @@ def export_saved_model(model: tf.Module, export_dir: str) -> str:
     raise TfMpError(f'cannot write the SavedModel to {export_dir!r} '
                     f'({type(e).__name__}: {reason}); nothing was left '
                     'there') from None
+  except TfMpError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Tracing the signature calls the model: a model that does not take its
+    # config's features fails there, inside TensorFlow's tracing.
+    raise TfMpError(f'cannot export {type(model).__name__}: calling it on features '
+                    f'float32 [None, {config.input_units}] failed ({error_line(e)}); '
+                    'nothing was written') from e
   finally:
     if staging is not None:
       shutil.rmtree(staging, ignore_errors=True)

@@ -166,9 +166,15 @@ class Trainer:
       num_classes: overrides the model's `num_classes`.
 
     Raises:
-      TfMpError: the model has no trainable variables, was built outside the
-        strategy's scope, or an argument is out of range.
+      TfMpError: the model has no trainable variables, has floating-point
+        variables that are not float32, was built outside the strategy's
+        scope, declares an `input_spec`, `label_spec` or `output_device`
+        that is not one, an argument is out of range, or this is called
+        inside a `tf.function`.
     """
+    if not tf.executing_eagerly():
+      raise TfMpError('Trainer(...) was called inside a tf.function; it creates its '
+                      'optimizer state: create it eagerly, before the function')
     if not callable(model) or not hasattr(model, 'trainable_variables'):
       raise TfMpError(f'model {type(model).__name__} is not trainable: expected a '
                       'callable with trainable_variables (e.g. a tf.Module)')
@@ -460,7 +466,11 @@ class Trainer:
       A `TrainResult`.
 
     Raises:
-      TfMpError: bad data or arguments, before any step runs.
+      TfMpError: bad data or arguments, before any step runs; a call inside a
+        `tf.function`; the model or `loss_fn` failing while the step is traced
+        (the error's own line in the message), logits whose width is not the
+        declared `num_classes`, a loss that is not a float scalar or that no
+        trainable variable reaches.
       TrainingDivergedError: a step's loss was NaN or Inf; names the step.
       WorkerLostError: a collective with another worker failed.
     """

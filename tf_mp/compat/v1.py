@@ -260,7 +260,10 @@ def save_tf1_checkpoint(model: tf.Module, path, trainer=None) -> str:
     The prefix written (absolute).
 
   Raises:
-    TfMpError: `path` is not a path, names a directory, or cannot be written.
+    TfMpError: `path` is not a path, names a directory, already exists
+      (nothing is overwritten) or lies in a directory of tf_mp training
+      checkpoints; a value is not finite (nothing is written); or it cannot
+      be written.
   """
   _check_model_and_trainer(model, trainer)
   if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
