@@ -209,6 +209,12 @@ def _export_other_width():
   tf_mp.export_saved_model(own, os.path.join(scratch(), 'other_width'))
 
 
+def _keras_file() -> str:
+  path = os.path.join(scratch(), 'existing.keras')
+  keras_model().save(path)
+  return path
+
+
 _CASES = (
     # Devices.
     ('canonical_negative', lambda: tf_mp.canonical_device('cpu:-1'),
@@ -571,6 +577,8 @@ _CASES = (
     ('device_time_logdir_file', lambda: tf_mp.reports.device_time_report(
         pipeline(), np.zeros((4, 128), np.float32), np.zeros(4, np.int64),
         logdir=_file_in(scratch())), 'profiler logdir'),
+    ('keras_save_no_overwrite', lambda: keras_model().save(_keras_file(), overwrite=False),
+     'exists and overwrite=False; nothing was written'),
     ('lm_temperature_inf', lambda: lm.check_sampling(
         lm.CharVocab.from_text('hello'), 'h', 5, float('inf')),
      'temperature must be a finite number >= 0, got inf'),

@@ -198,12 +198,16 @@ class _PlacedTraining:
       raise TfMpError(f'{where}: label {bad.flat[0]} is outside [0, {classes}); the model '
                       f'has {classes} logits and a sparse categorical cross-entropy loss')
 
-  def save(self, filepath, *args, **kwargs):  # pylint: disable=signature-differs
-    """Keras's `save`; a path Keras cannot write is one TfMpError line first.
+  def save(self, filepath, overwrite=True, **kwargs):  # pylint: disable=signature-differs
+    """Keras's `save`, written beside the file and renamed into place.
+
+    A save interrupted half way (Ctrl-C, a full disk) leaves the previous
+    file as it was; a path Keras cannot write is one TfMpError line first.
 
     Raises:
       TfMpError: `filepath` is not a path, does not end in `.keras` or `.h5`,
-        is a directory, or its folder cannot be created or written.
+        is a directory, exists while `overwrite` is False (Keras would ask on
+        stdin), or its folder cannot be created or written.
     """
     filepath = check_path(filepath, 'save: file')
     if not filepath.endswith(('.keras', '.h5')):
@@ -211,16 +215,17 @@ class _PlacedTraining:
                       "expected e.g. 'model.keras'")
     if os.path.isdir(filepath):
       raise TfMpError(f'save: file {filepath!r} is a directory; expected a file name')
+    if not overwrite and os.path.lexists(filepath):
+      raise TfMpError(f'save: file {filepath!r} exists and overwrite=False; nothing '
+                      'was written')
     folder = os.path.dirname(os.path.abspath(filepath))
     check_writable_dir(folder, 'save: folder')
-    # Written beside the file and renamed into place: a save interrupted half
-    # way (Ctrl-C, a full disk) leaves the previous file as it was.
     name, extension = os.path.splitext(os.path.basename(filepath))
     handle, staging = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.tmp{extension}',
                                        dir=folder)
     os.close(handle)
     try:
-      result = super().save(staging, *args, **kwargs)
+      result = super().save(staging, overwrite=True, **kwargs)
       os.replace(staging, filepath)
       staging = None
     finally:
