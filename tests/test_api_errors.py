@@ -215,6 +215,16 @@ def _keras_file() -> str:
   return path
 
 
+def _save_diverged():
+  directory = tempfile.mkdtemp(dir=scratch())
+  fresh = tf_mp.Trainer(tf_mp.build_model('cpu:0', SMALL))
+  checkpoints = tf_mp.TrainingCheckpoints(directory, fresh)
+  checkpoints.save()
+  fresh.model.head.bias.assign(tf.fill([4], NAN))
+  fresh.step.assign(1)
+  checkpoints.save()
+
+
 _CASES = (
     # Devices.
     ('canonical_negative', lambda: tf_mp.canonical_device('cpu:-1'),
@@ -579,6 +589,9 @@ _CASES = (
         logdir=_file_in(scratch())), 'profiler logdir'),
     ('keras_save_no_overwrite', lambda: keras_model().save(_keras_file(), overwrite=False),
      'exists and overwrite=False; nothing was written'),
+    ('save_diverged', _save_diverged,
+     "(variable 'head/bias:0' holds non-finite values, as after a diverged step); "
+     'the previous checkpoint'),
     ('lm_temperature_inf', lambda: lm.check_sampling(
         lm.CharVocab.from_text('hello'), 'h', 5, float('inf')),
      'temperature must be a finite number >= 0, got inf'),

@@ -233,11 +233,17 @@ class TrainingCheckpoints:
     `Trainer.fit(on_checkpoint=...)`; the number saved is `trainer.step`.
 
     Raises:
-      TfMpError: the checkpoint cannot be written (a full disk, no permission);
-        the previous checkpoints are intact and still listed.
+      TfMpError: the checkpoint cannot be written (a full disk, no permission),
+        or a variable holds NaN or Inf (a diverged run: saved, it would rotate
+        the good checkpoints out); the previous checkpoints are intact and
+        still listed.
     """
     del step  # The trainer's step variable is the source of truth.
     number = int(self._trainer.step.numpy())
+    for var in self._variables():
+      if var.dtype.is_floating and not np.isfinite(var.numpy()).all():
+        raise self._save_error(number, f'variable {var.name!r} holds non-finite '
+                               'values, as after a diverged step')
     if not self.is_chief:
       # Every worker takes part in a save; only the chief's copy is kept.
       try:
@@ -364,16 +370,20 @@ class TrainingCheckpoints:
           except OSError:
             pass
 
-  def _save_error(self, number: int, error: Exception) -> TfMpError:
+  def _save_error(self, number: int, error) -> TfMpError:
+    """The one line for a failed save: `error` (an exception, or the reason as text)."""
     latest = self.manager.latest_checkpoint if self.is_chief else None
     kept = (f'the previous checkpoint {latest} is intact' if latest else
             'no earlier checkpoint exists')
-    reason = _first_line(error)
-    if len(reason) > 200:  # the cause is at the end, after the file name
-      reason = '...' + reason[-200:]
+    if isinstance(error, str):
+      reason = error
+    else:
+      reason = _first_line(error)
+      if len(reason) > 200:  # the cause is at the end, after the file name
+        reason = '...' + reason[-200:]
+      reason = f'{type(error).__name__}: {reason}'
     return TfMpError(f'cannot save checkpoint ckpt-{number} in '
-                     f'{self.directory!r} ({type(error).__name__}: {reason}); '
-                     f'{kept}')
+                     f'{self.directory!r} ({reason}); {kept}')
 
 
 def read_state(directory: str) -> Tuple[Optional[List[str]], Optional[str]]:
