@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState  # pylint: disable=g-direct-tensorflow-import
 
-from tf_mp.checks import (boolean, has_attributes, non_negative_int,
+from tf_mp.checks import (boolean, has_attributes, non_finite_variable, non_negative_int,
                           optional_callable, positive_int, trainer_of)
 from tf_mp.errors import TfMpError
 from tf_mp.files import check_path, check_writable_dir, read_json
@@ -240,10 +240,10 @@ class TrainingCheckpoints:
     """
     del step  # The trainer's step variable is the source of truth.
     number = int(self._trainer.step.numpy())
-    for var in self._variables():
-      if var.dtype.is_floating and not np.isfinite(var.numpy()).all():
-        raise self._save_error(number, f'variable {var.name!r} holds non-finite '
-                               'values, as after a diverged step')
+    diverged = non_finite_variable(self._variables())
+    if diverged:
+      raise self._save_error(number, f'variable {diverged!r} holds non-finite '
+                             'values, as after a diverged step')
     if not self.is_chief:
       # Every worker takes part in a save; only the chief's copy is kept.
       try:

@@ -150,6 +150,14 @@ def numeric_array(name: str, value, *, integer_values: bool = False) -> np.ndarr
   return array
 
 
+def non_finite_variable(variables) -> Optional[str]:
+  """The name of the first floating-point variable that holds NaN or Inf, or None."""
+  for var in variables:
+    if var.dtype.is_floating and not np.isfinite(var.numpy()).all():
+      return var.name
+  return None
+
+
 def short_repr(value) -> str:
   """`repr(value)`, cut to 60 characters (a message stays one short line)."""
   shown = repr(value)

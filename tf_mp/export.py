@@ -4,9 +4,9 @@ import os
 import shutil
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 
+from tf_mp.checks import non_finite_variable
 from tf_mp.errors import TfMpError, error_line
 from tf_mp.files import check_path, check_writable_dir
 
@@ -66,11 +66,11 @@ def export_saved_model(model: tf.Module, export_dir: str) -> str:
   if not isinstance(model, tf.Module) or not hasattr(config, 'input_units'):
     raise TfMpError(f'cannot export {type(model).__name__}; expected a model '
                     'from tf_mp.build_model (a tf.Module with a config)')
-  for var in model.variables:
-    if var.dtype.is_floating and not np.isfinite(var.numpy()).all():
-      raise TfMpError(f'cannot export {type(model).__name__}: variable {var.name!r} holds '
-                      'non-finite values (a diverged run?); expected finite weights. '
-                      'Nothing was exported')
+  diverged = non_finite_variable(model.variables)
+  if diverged:
+    raise TfMpError(f'cannot export {type(model).__name__}: variable {diverged!r} holds '
+                    'non-finite values (a diverged run?); expected finite weights. '
+                    'Nothing was exported')
   export_dir = check_export_dir(export_dir)
   spec = tf.TensorSpec([None, config.input_units], tf.float32, name='features')
 
