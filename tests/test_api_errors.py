@@ -90,6 +90,142 @@ def ids(value, shape=(2, 16), dtype=np.int32):
 
 
 # name, call, a fragment of the one-line message.
+class _OwnModel(tf.Module):
+  """A user's model, `[batch, 16]` -> 4 logits; class attributes and `call` vary per case."""
+
+  def __init__(self, dtype=tf.float32, call=None):
+    super().__init__()
+    self.w = tf.Variable(tf.zeros([16, 4], dtype), name='w')
+    self._call = call
+
+  def __call__(self, x):
+    return self._call(self, x) if self._call else x @ self.w
+
+
+def _own(call=None, dtype=tf.float32, **attributes):
+  """An `_OwnModel` with `attributes` (input_spec, output_device, check_data, ...) set."""
+  model = _OwnModel(dtype, call)
+  for name, value in attributes.items():
+    setattr(model, name, value)
+  return model
+
+
+def _raise(error):
+  raise error
+
+
+def _fit_own(model=None, **kwargs):
+  fit_args = {k: kwargs.pop(k) for k in ('steps',) if k in kwargs}
+  return tf_mp.Trainer(model or _own(), **kwargs).fit(X, Y, batch_size=4,
+                                                      **{'steps': 2, **fit_args})
+
+
+def _fit_in_function():
+  trained = tf_mp.Trainer(_own())
+  # (With autograph, TensorFlow wraps whatever a converted function raises in
+  # a StagingError whose last line is this TfMpError's.)
+  tf.function(lambda: trained.fit(X, Y, steps=1, batch_size=4), autograph=False)()
+
+
+def _save_tf1_twice():
+  prefix = os.path.join(tempfile.mkdtemp(dir=scratch()), 'model')
+  tf_mp.compat.v1.save_tf1_checkpoint(model(), prefix)
+  tf_mp.compat.v1.save_tf1_checkpoint(model(), prefix)
+
+
+def _save_tf1_into_training_checkpoints():
+  directory = tempfile.mkdtemp(dir=scratch())
+  tf_mp.TrainingCheckpoints(directory, trainer()).save()
+  tf_mp.compat.v1.save_tf1_checkpoint(model(), os.path.join(directory, 'model'))
+
+
+def _diverged_model():
+  diverged = tf_mp.build_model('cpu:0', SMALL)
+  diverged.head.bias.assign(tf.fill([4], NAN))
+  return diverged
+
+
+def _restore_tf1_as_training_checkpoint():
+  directory = tempfile.mkdtemp(dir=scratch())
+  tf_mp.compat.v1.save_tf1_checkpoint(model(), os.path.join(directory, 'ckpt-7'))
+  fresh = tf_mp.Trainer(tf_mp.build_model('cpu:0', SMALL))
+  tf_mp.TrainingCheckpoints(directory, fresh).restore()
+
+
+def _save_into_replaced_directory():
+  directory = tempfile.mkdtemp(dir=scratch())
+  fresh = tf_mp.Trainer(tf_mp.build_model('cpu:0', SMALL))
+  checkpoints = tf_mp.TrainingCheckpoints(directory, fresh)
+  os.rmdir(directory)
+  with open(directory, 'w') as f:
+    f.write('x')
+  checkpoints.save()
+
+
+def _lm_checkpoints_other_vocabulary():
+  directory = tempfile.mkdtemp(dir=scratch())
+  vocab = lm.CharVocab.from_text('abcdefghijklmnopqrst')
+  lm.LMCheckpoints(directory, lm.LMTrainer(tiny_lm()), vocab).save()
+  other = lm.CharVocab.from_text('ABCDEFGHIJKLMNOPQRST')
+  lm.LMCheckpoints(directory, lm.LMTrainer(tiny_lm()), other)
+
+
+class IntegerOutputs(tf_mp.keras.Model):
+  """A Keras model whose outputs are integers: no gradient reaches its weights.
+
+  (Public name: Keras names a model after its class, and TensorFlow refuses a
+  scope name that starts with an underscore.)
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.dense = tf_mp.keras.on_device(keras.layers.Dense(4), 'cpu:1')
+
+  def call(self, x):
+    return tf.cast(self.dense(x), tf.int32)
+
+
+def _fit_keras(model_=None, x=X, y=Y, **kwargs):
+  model_ = model_ or keras_model()
+  if not getattr(model_, 'optimizer', None):
+    tf_mp.keras.compile_document(model_)
+  return model_.fit(x, y, epochs=1, verbose=0, **{'batch_size': 4, **kwargs})
+
+
+def _nested_layouts():
+  first = tf_mp.distribute.create_strategy('mirrored', 'cpu:0;cpu:1')
+  second = tf_mp.distribute.create_strategy('mirrored', 'cpu:2;cpu:3')
+  with first.scope(), second.scope():
+    pass
+
+
+def _trainer_in_function():
+  own = _own()
+  tf.function(lambda: tf_mp.Trainer(own) and None, autograph=False)()
+
+
+def _export_other_width():
+  own = _own()
+  own.config = tf_mp.ModelConfig(input_units=3)  # the model takes 16
+  tf_mp.export_saved_model(own, os.path.join(scratch(), 'other_width'))
+
+
+def _keras_file() -> str:
+  path = os.path.join(scratch(), 'existing.keras')
+  keras_model().save(path)
+  return path
+
+
+def _save_diverged():
+  directory = tempfile.mkdtemp(dir=scratch())
+  fresh = tf_mp.Trainer(tf_mp.build_model('cpu:0', SMALL))
+  checkpoints = tf_mp.TrainingCheckpoints(directory, fresh)
+  checkpoints.save()
+  fresh.model.head.bias.assign(tf.fill([4], NAN))
+  fresh.step.assign(1)
+  checkpoints.save()
+
+
 _CASES = (
     # Devices.
     ('canonical_negative', lambda: tf_mp.canonical_device('cpu:-1'),
@@ -269,7 +405,7 @@ _CASES = (
      "parts must be a positive integer, got 'x'"),
     # Reports.
     ('device_time_none', lambda: tf_mp.reports.device_time_report(pipeline(), None, None),
-     "device_time_report: 'x' has shape []"),
+     "device_time_report: 'x' is a NoneType, not an array"),
     ('device_time_int', lambda: tf_mp.reports.device_time_report(
         pipeline(), np.zeros((8, 128), np.int32), np.zeros(8, np.int32)),
      "device_time_report: 'x' has dtype int32; expected float32"),
@@ -357,6 +493,114 @@ _CASES = (
      "text file '/dev/null' is not a regular file"),
     ('lm_corpus_bytes', lambda: lm.prepare_corpus(b'bytes' * 100, 4),
      "text must be a str (decode bytes first), got b'bytes"),
+    # Found by the third adversarial run: the user's own models, numbers that
+    # round away in float32, values beyond int64 or float32.
+    ('own_model_float16', lambda: tf_mp.Trainer(_own(dtype=tf.float16)),
+     "variable 'w' has dtype float16; tf_mp.Adam (TF1's AdamOptimizer) updates float32"),
+    ('own_model_input_spec', lambda: tf_mp.Trainer(_own(input_spec='x')),
+     "_OwnModel.input_spec must be a tf.TensorSpec or None, got 'x'"),
+    ('own_model_output_device', lambda: tf_mp.Trainer(_own(output_device='cpu:99')),
+     "device 'cpu:99' does not exist"),
+    ('own_model_check_data', lambda: _fit_own(_own(check_data=lambda x, y, source: None)),
+     '_OwnModel.check_data returned None; expected (features, labels)'),
+    ('own_model_logits_width', lambda: _fit_own(num_classes=7),
+     '_OwnModel gives logits of width 4 but declares num_classes 7'),
+    ('own_model_fails_tracing', lambda: _fit_own(_own(
+        call=lambda self, x: _raise(RuntimeError('model bug')))),
+     'failed while tracing its step (RuntimeError: model bug)'),
+    ('own_model_float64_weights_tracing', lambda: _fit_own(_own(
+        call=lambda self, x: x @ tf.cast(self.w, tf.float64))),
+     'failed while tracing its step'),
+    ('loss_fn_vector', lambda: _fit_own(loss_fn=lambda logits, labels: logits[:, 0]),
+     'loss_fn returned'),
+    ('loss_fn_constant', lambda: _fit_own(loss_fn=lambda logits, labels: tf.constant(1.0)),
+     'the loss of _OwnModel does not depend on any of its trainable variables'),
+    ('fit_inside_function', _fit_in_function, 'Trainer.fit was called inside a tf.function'),
+    ('fit_steps_beyond_int64', lambda: _fit_own(steps=2**63), 'beyond int64'),
+    ('fit_dataset_as_x', lambda: tf_mp.Trainer(model()).fit(
+        tf.data.Dataset.from_tensor_slices(X), Y, steps=1, batch_size=4), 'not an array'),
+    ('adam_learning_rate_rounds_to_zero', lambda: tf_mp.Adam(1e-50),
+     'Adam learning_rate 1e-50 is 0.0 in float32'),
+    ('adam_beta2_rounds_to_one', lambda: tf_mp.Adam(beta2=0.99999999999),
+     'Adam beta2 0.99999999999 is 1.0 in float32'),
+    ('adam_learning_rate_overflows', lambda: tf_mp.Adam(1e39),
+     'Adam learning_rate 1e+39 is inf in float32'),
+    ('batch_indices_uint64', lambda: tf_mp.batch_indices(np.uint64(2**63), 4, 10),
+     'beyond int64'),
+    ('synthetic_data_huge', lambda: tf_mp.synthetic_data(0, num_examples=10**12),
+     'synthetic_data of 1,000,000,000,000 x 128 values needs about'),
+    ('model_seed_beyond_int64', lambda: tf_mp.ModelConfig(seed=2**64),
+     "ModelConfig.seed must be an integer in int64's range"),
+    ('dense_name_not_identifier', lambda: tf_mp.Dense(4, 3, name='a/b'),
+     "Dense name must be a Python identifier such as \"head\" (or None), got 'a/b'"),
+    ('x_beyond_float32', lambda: tf_mp.check_arrays(np.full((2, 16), 1e300), [0, 1], 't', 16),
+     "t: 'x' contains a non-finite value (1e+300 beyond float32's range)"),
+    ('labels_beyond_int32', lambda: tf_mp.check_arrays(X, np.full(8, 2**33), 't', 16, 2**40),
+     't: label 8589934592 at row 0 is outside [0, 2147483648)'),
+    ('loss_scalar_logits', lambda: tf_mp.sparse_softmax_loss(tf.constant(1.0), tf.constant(0)),
+     'sparse_softmax_loss: logits have shape []'),
+    ('lm_evaluate_batch_zero', lambda: lm.LMTrainer(tiny_lm()).evaluate(
+        ids(0), ids(0), batch_size=0), 'evaluate: batch_size must be a positive integer, got 0'),
+    ('tf1_save_existing_prefix', _save_tf1_twice,
+     'already exists; choose a new prefix (nothing is overwritten)'),
+    ('tf1_save_into_training_checkpoints', _save_tf1_into_training_checkpoints,
+     'holds tf_mp training checkpoints (ckpt-N), whose state file a TF1 checkpoint'),
+    ('tf1_save_non_finite', lambda: tf_mp.compat.v1.save_tf1_checkpoint(
+        _diverged_model(), os.path.join(scratch(), 'nan', 'model')),
+     'head/bias has 4 non-finite values (e.g. nan); expected finite numbers. Nothing was written'),
+    ('export_non_finite', lambda: tf_mp.export_saved_model(
+        _diverged_model(), os.path.join(scratch(), 'nan_export')),
+     "variable 'head/bias:0' holds non-finite values"),
+    ('restore_tf1_as_training_checkpoint', _restore_tf1_as_training_checkpoint,
+     'ckpt-7: a TF1 (name-based) checkpoint, for tf_mp.compat.v1.load_tf1_checkpoint'),
+    ('save_into_replaced_directory', _save_into_replaced_directory,
+     'cannot save checkpoint ckpt-0'),
+    ('lm_checkpoints_other_vocabulary', _lm_checkpoints_other_vocabulary,
+     'holds a run with vocab'),
+    ('keras_fit_batch_size_zero', lambda: _fit_keras(batch_size=0),
+     'fit: batch_size must be a positive integer, got 0'),
+    ('keras_predict_batch_size_negative', lambda: keras_model().predict(X, batch_size=-1),
+     'predict: batch_size must be a positive integer, got -1'),
+    ('keras_fit_fractional_labels', lambda: _fit_keras(y=Y + 0.5),
+     'fit: label 0.5 is not a class id'),
+    ('keras_fit_dataset_label_beyond', lambda: _fit_keras(
+        x=tf.data.Dataset.from_tensor_slices((X, np.full(8, 9))).batch(4), y=None,
+        batch_size=None), 'fit: label 9 is outside [0, 4) (found in a batch while running'),
+    ('keras_integer_outputs', lambda: _fit_keras(IntegerOutputs()),
+     'the loss does not depend on any trainable weight of the model'),
+    ('tf_config_nested_too_deeply', lambda: tf_mp.distribute.parse_tf_config(
+        '[' * 100000 + ']' * 100000), 'is nested too deeply to parse'),
+    ('layout_scope_inside_another', _nested_layouts,
+     "was entered inside another strategy's scope"),
+    ('best_split_table_too_big', lambda: tf_mp.pipeline.best_split([1.0] * 10**4, 10**4),
+     '10000 parts of 10,000 layers make a table of 100,000,000 entries'),
+    ('pipeline_stages_generator', lambda: tf_mp.pipeline.Pipeline(
+        s for s in [tf_mp.pipeline.pipeline_stage(1, 'cpu:0')]),
+     'stages must be a list of stage modules or builders, got <generator'),
+    ('lm_generate_negative_seed', lambda: lm.generate(
+        tiny_lm(), lm.CharVocab.from_text('abcdefghijklmnopqrst'), 'a', 2, seed=-1),
+     'seed must be an integer >= 0, got -1'),
+    ('lm_decode_negative', lambda: lm.CharVocab.from_text('abc').decode([-1]),
+     'ids contain -1; expected character ids in [0, 3)'),
+    ('lm_entropy_empty', lambda: lm.unigram_entropy(np.zeros(0, np.int32)),
+     'ids must be a non-empty array of character ids >= 0'),
+    ('lm_assign_non_finite', lambda: tiny_lm().assign_full_weights(
+        {k: np.full_like(v, NAN) for k, v in tiny_lm().full_weights().items()}),
+     'holds non-finite values; expected finite numbers. Nothing was assigned'),
+    ('lm_default_tensor_parallel_string', lambda: lm.default_tensor_parallel(
+        lm.LMConfig(), 'cpu:0'), "preferred must be a sequence of device counts, got 'cpu:0'"),
+    ('trainer_inside_function', _trainer_in_function,
+     'Trainer(...) was called inside a tf.function'),
+    ('export_model_other_width', _export_other_width,
+     'cannot export _OwnModel: calling it on features float32 [None, 3] failed'),
+    ('device_time_logdir_file', lambda: tf_mp.reports.device_time_report(
+        pipeline(), np.zeros((4, 128), np.float32), np.zeros(4, np.int64),
+        logdir=_file_in(scratch())), 'profiler logdir'),
+    ('keras_save_no_overwrite', lambda: keras_model().save(_keras_file(), overwrite=False),
+     'exists and overwrite=False; nothing was written'),
+    ('save_diverged', _save_diverged,
+     "(variable 'head/bias:0' holds non-finite values, as after a diverged step); "
+     'the previous checkpoint'),
     ('lm_temperature_inf', lambda: lm.check_sampling(
         lm.CharVocab.from_text('hello'), 'h', 5, float('inf')),
      'temperature must be a finite number >= 0, got inf'),
@@ -395,6 +639,51 @@ class SilentResultTest(tf.test.TestCase):
     with self.assertRaisesRegex(tf_mp.TfMpError,
                                 'layer has 1,001 parameters, which need about'):
       check_parameters_fit(1001, 'layer', available_bytes=16_000)
+
+  def test_unnamed_variables_get_their_own_adam_slots(self):
+    # Eager variables are not renamed: both are 'Variable', and Adam's slots,
+    # keyed by name, were shared (a silently wrong update).
+    first, second = tf.Variable([1.0, -2.0]), tf.Variable([1.0, -2.0])
+    optimizer = tf_mp.Adam(0.1)
+    optimizer.build([first, second])
+    optimizer.apply_gradients([(tf.constant([1.0, 1.0]), first),
+                               (tf.constant([-3.0, 0.5]), second)])
+    # Adam's first step moves each variable by lr against its gradient's sign.
+    self.assertAllClose(first, [0.9, -2.1])
+    self.assertAllClose(second, [1.1, -2.1])
+    self.assertEqual(sorted(optimizer.slots()), ['Variable/Adam', 'Variable/Adam_1',
+                                                 'Variable_1/Adam', 'Variable_1/Adam_1',
+                                                 'beta1_power', 'beta2_power'])
+
+  def test_small_integer_labels_give_the_int32_loss(self):
+    logits = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    labels = np.array([0, 2, 1, 2])
+    self.assertAllClose(tf_mp.sparse_softmax_loss(logits, labels.astype(np.int8)),
+                        tf_mp.sparse_softmax_loss(logits, labels.astype(np.int32)))
+
+  def test_an_interrupted_keras_save_keeps_the_previous_file(self):
+    path = os.path.join(scratch(), 'kept.keras')
+    keras_model().save(path)
+    with open(path, 'rb') as f:
+      before = f.read()
+    original = zipfile.ZipFile.writestr
+
+    def interrupted(*args, **kwargs):
+      raise KeyboardInterrupt('Ctrl-C half way through the save')
+
+    zipfile.ZipFile.writestr = interrupted
+    try:
+      with self.assertRaises(KeyboardInterrupt):
+        keras_model().save(path)
+    finally:
+      zipfile.ZipFile.writestr = original
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(), before)
+    self.assertEqual(sorted(os.listdir(os.path.dirname(path))).count('kept.keras'), 1)
+    self.assertFalse([n for n in os.listdir(scratch()) if n.startswith('.kept.')])
+
+  def test_step_logger_takes_numpy_integers(self):
+    self.assertEqual(tf_mp.keras.StepLogger(np.int64(5)).every, 5)
 
   def test_fewer_devices_are_still_used_round_robin(self):
     self.assertEqual(tf_mp.build_model('cpu:0', SMALL).devices, ['/device:CPU:0'] * 3)

@@ -18,6 +18,7 @@ Update, for step t = 1, 2, ... (beta1_power = beta1^t, beta2_power = beta2^t):
 
 from typing import Iterable, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from tf_mp.checks import finite_number
@@ -31,12 +32,29 @@ def variable_name(variable: tf.Variable) -> str:
   return name[:-2] if name.endswith(':0') else name
 
 
+class _SlotNames:
+  """Variable -> the name of its slots; a plain object, so neither `tf.Module`
+  nor a checkpoint walks it (its keys are variable references)."""
+
+  def __init__(self):
+    self.by_ref = {}
+
+
 class Adam(tf.Module):
   """TF1 `AdamOptimizer` for `tf.Variable`s that may sit on different devices.
 
   Call `build(variables)` once (eagerly, or under a strategy's scope) before
   `apply_gradients`; `tf_mp.Trainer` does this for you.
+
+  Slots are named after their variables. Variables that share a name (eager
+  variables are not renamed: every unnamed `tf.Variable` is `Variable`) get
+  their own slots all the same, named `Variable`, `Variable_1`, ... in order,
+  as a TF1 graph would have named the variables.
   """
+
+  # pylint: disable-next=protected-access
+  _TF_MODULE_IGNORED_PROPERTIES = (tf.Module._TF_MODULE_IGNORED_PROPERTIES |
+                                   frozenset({'_slot_names'}))
 
   def __init__(self,
                learning_rate: float = 0.001,
@@ -50,6 +68,17 @@ class Adam(tf.Module):
       finite_number(f'Adam {label}', value, minimum=0)
     if not 0 <= beta1 < 1 or not 0 <= beta2 < 1:
       raise TfMpError(f'Adam betas must be in [0, 1), got beta1={beta1}, beta2={beta2}')
+    # The kernel computes in float32: a value that rounds to inf there, a
+    # learning rate that rounds to 0 or a beta that rounds to 1 would diverge,
+    # or train nothing, without a word.
+    for label, value in (('learning_rate', learning_rate), ('beta1', beta1),
+                         ('beta2', beta2), ('epsilon', epsilon)):
+      with np.errstate(over='ignore'):
+        rounded = np.float32(value)
+      if (not np.isfinite(rounded) or (label.startswith('beta') and rounded >= 1) or
+          (label == 'learning_rate' and rounded == 0 and value != 0)):
+        raise TfMpError(f'Adam {label} {value!r} is {rounded} in float32, the precision '
+                        'Adam computes in; expected a value float32 represents')
     self.learning_rate = float(learning_rate)
     self.beta1 = float(beta1)
     self.beta2 = float(beta2)
@@ -58,6 +87,7 @@ class Adam(tf.Module):
     self.v = {}  # variable name -> second-moment slot ('<name>/Adam_1').
     self.beta1_power = None
     self.beta2_power = None
+    self._slot_names = _SlotNames()
 
   @property
   def built(self) -> bool:
@@ -73,7 +103,12 @@ class Adam(tf.Module):
     if not variables:
       raise TfMpError('Adam.build got no variables to optimise')
     for var in variables:
-      name = variable_name(var)
+      if var.dtype.is_floating and var.dtype != tf.float32:
+        raise TfMpError(f'variable {variable_name(var)!r} has dtype {var.dtype.name}; '
+                        "tf_mp.Adam (TF1's AdamOptimizer) updates float32 variables")
+    for var in variables:
+      name = _unique(variable_name(var), self.m)
+      self._slot_names.by_ref[var.ref()] = name
       with tf.init_scope(), device_scope(var.device):
         self.m[name] = tf.Variable(tf.zeros(var.shape, var.dtype),
                                    trainable=False, name=name + '/Adam')
@@ -121,7 +156,7 @@ class Adam(tf.Module):
     for grad, var in grads_and_vars:
       if grad is None:
         continue
-      name = variable_name(var)
+      name = self._slot_names.by_ref.get(var.ref(), variable_name(var))
       if name not in self.m:
         raise TfMpError(f'Adam has no slots for variable {name!r}; build it with '
                         'the variables it will update')
@@ -140,3 +175,12 @@ class Adam(tf.Module):
                                   value=beta1_power * self.beta1)
       return tf.raw_ops.AssignVariableOp(resource=self.beta2_power.handle,
                                          value=beta2_power * self.beta2)
+
+
+def _unique(name: str, taken) -> str:
+  """`name`, or `name_1`, `name_2`, ... : the first not in `taken`."""
+  unique, count = name, 0
+  while unique in taken:
+    count += 1
+    unique = f'{name}_{count}'
+  return unique

@@ -34,10 +34,11 @@ import traceback
 from typing import Callable, List, Mapping, Optional, Tuple
 
 from google.protobuf import text_format
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState  # pylint: disable=g-direct-tensorflow-import
 
-from tf_mp.checks import (boolean, has_attributes, non_negative_int,
+from tf_mp.checks import (boolean, has_attributes, non_finite_variable, non_negative_int,
                           optional_callable, positive_int, trainer_of)
 from tf_mp.errors import TfMpError
 from tf_mp.files import check_path, check_writable_dir, read_json
@@ -185,6 +186,12 @@ class TrainingCheckpoints:
     variables = self._variables()
     before = [v.numpy() for v in variables]
     for path in candidates:
+      if _name_based(path):
+        # TensorFlow would restore it by global names, with warnings, and fail.
+        failures.append(f'{os.path.basename(path)}: a TF1 (name-based) checkpoint, '
+                        'for tf_mp.compat.v1.load_tf1_checkpoint')
+        self._log(f'Checkpoint {path} is a TF1 (name-based) checkpoint; skipped')
+        continue
       try:
         status = self.checkpoint.restore(path)
         try:
@@ -226,11 +233,17 @@ class TrainingCheckpoints:
     `Trainer.fit(on_checkpoint=...)`; the number saved is `trainer.step`.
 
     Raises:
-      TfMpError: the checkpoint cannot be written (a full disk, no permission);
-        the previous checkpoints are intact and still listed.
+      TfMpError: the checkpoint cannot be written (a full disk, no permission),
+        or a variable holds NaN or Inf (a diverged run: saved, it would rotate
+        the good checkpoints out); the previous checkpoints are intact and
+        still listed.
     """
     del step  # The trainer's step variable is the source of truth.
     number = int(self._trainer.step.numpy())
+    diverged = non_finite_variable(self._variables())
+    if diverged:
+      raise self._save_error(number, f'variable {diverged!r} holds non-finite '
+                             'values, as after a diverged step')
     if not self.is_chief:
       # Every worker takes part in a save; only the chief's copy is kept.
       try:
@@ -339,10 +352,14 @@ class TrainingCheckpoints:
 
   def _remove_unlisted(self, number: int) -> None:
     """After a failed save: removes ckpt-`number`'s files unless the state lists it."""
-    listed, _ = read_state(self.directory)
+    try:
+      listed, _ = read_state(self.directory)
+      names = os.listdir(self.directory)
+    except OSError:
+      return  # The directory is gone or is no directory: nothing to remove.
     if any(_key(p) == number for p in listed or []):
       return
-    for name in os.listdir(self.directory):
+    for name in names:
       if name == f'ckpt-{number}_temp' or name.startswith(f'ckpt-{number}.'):
         path = os.path.join(self.directory, name)
         if os.path.isdir(path):
@@ -353,16 +370,20 @@ class TrainingCheckpoints:
           except OSError:
             pass
 
-  def _save_error(self, number: int, error: Exception) -> TfMpError:
+  def _save_error(self, number: int, error) -> TfMpError:
+    """The one line for a failed save: `error` (an exception, or the reason as text)."""
     latest = self.manager.latest_checkpoint if self.is_chief else None
     kept = (f'the previous checkpoint {latest} is intact' if latest else
             'no earlier checkpoint exists')
-    reason = _first_line(error)
-    if len(reason) > 200:  # the cause is at the end, after the file name
-      reason = '...' + reason[-200:]
+    if isinstance(error, str):
+      reason = error
+    else:
+      reason = _first_line(error)
+      if len(reason) > 200:  # the cause is at the end, after the file name
+        reason = '...' + reason[-200:]
+      reason = f'{type(error).__name__}: {reason}'
     return TfMpError(f'cannot save checkpoint ckpt-{number} in '
-                     f'{self.directory!r} ({type(error).__name__}: {reason}); '
-                     f'{kept}')
+                     f'{self.directory!r} ({reason}); {kept}')
 
 
 def read_state(directory: str) -> Tuple[Optional[List[str]], Optional[str]]:
@@ -441,10 +462,18 @@ def _normalise_settings(settings) -> Optional[dict]:
     raise TfMpError(f'settings must be a dict of JSON values, got '
                     f'{type(settings).__name__}')
   try:
-    return json.loads(json.dumps(dict(settings), sort_keys=True, allow_nan=False))
+    # numpy scalars (a batch size read from an array) as the numbers they are.
+    return json.loads(json.dumps(dict(settings), sort_keys=True, allow_nan=False,
+                                 default=_numpy_scalar))
   except (TypeError, ValueError) as e:
     raise TfMpError(f'settings must be a dict of JSON values (str, numbers, '
                     f'lists, dicts): {e}') from None
+
+
+def _numpy_scalar(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  raise TypeError(f'Object of type {type(value).__name__} is not JSON serializable')
 
 
 def _state_text(prefixes: List[str]) -> str:
@@ -482,6 +511,15 @@ def _expect_partial(error: Exception) -> None:
     for value in frame.f_locals.values():
       if type(value).__name__ == '_CheckpointRestoreCoordinator':
         value.expect_partial = True
+
+
+def _name_based(path: str) -> bool:
+  """True for a readable TF1 `Saver` checkpoint (no object graph in it)."""
+  try:
+    names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  except _UNREADABLE:
+    return False  # restore reports it
+  return '_CHECKPOINTABLE_OBJECT_GRAPH' not in names
 
 
 def _first_line(error: Exception) -> str:

@@ -34,11 +34,28 @@ def divisible_batch(batch_size: int, replicas: int) -> None:
                     f'of {replicas} (batch_size is the global batch)')
 
 
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
+
 def integer(name: str, value) -> int:
-  """Returns `value` as an int; TfMpError unless it is an integer (not a bool)."""
+  """Returns `value` as an int; TfMpError unless it is an integer (not a bool) in int64's range.
+
+  (Seeds are the use: TensorFlow takes them as int64.)
+  """
   if isinstance(value, bool) or not isinstance(value, numbers.Integral):
     raise TfMpError(f'{name} must be an integer, got {value!r}')
+  if not INT64_MIN <= value <= INT64_MAX:
+    raise TfMpError(f'{name} must be an integer in int64\'s range '
+                    f'[-2**63, 2**63 - 1], got {value!r}')
   return int(value)
+
+
+def module_name(name: str, value):
+  """Returns `value`; TfMpError unless it is None or a name `tf.Module` takes (an identifier)."""
+  if value is not None and not (isinstance(value, str) and value.isidentifier()):
+    raise TfMpError(f'{name} must be a Python identifier such as "head" (or None), '
+                    f'got {short_repr(value)}')
+  return value
 
 
 def finite_number(name: str, value, minimum: Optional[float] = None, *,
@@ -131,6 +148,14 @@ def numeric_array(name: str, value, *, integer_values: bool = False) -> np.ndarr
              else short_repr(value))
     raise TfMpError(f'{name} must be {expected}, got {shown}')
   return array
+
+
+def non_finite_variable(variables) -> Optional[str]:
+  """The name of the first floating-point variable that holds NaN or Inf, or None."""
+  for var in variables:
+    if var.dtype.is_floating and not np.isfinite(var.numpy()).all():
+      return var.name
+  return None
 
 
 def short_repr(value) -> str:

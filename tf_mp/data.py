@@ -15,6 +15,7 @@ import tensorflow as tf
 from tf_mp.checks import non_negative_int, numeric_array, positive_int
 from tf_mp.errors import TfMpError
 from tf_mp.files import check_input_file
+from tf_mp.memory import gib, memory_shortfall
 
 SYNTHETIC_EXAMPLES = 4096
 
@@ -38,6 +39,13 @@ def synthetic_data(seed: int = 0,
   num_examples = positive_int('num_examples', num_examples)
   input_units = positive_int('input_units', input_units)
   num_classes = positive_int('num_classes', num_classes)
+  # numpy draws float64 before the float32 copy: 12 bytes a value at the peak.
+  needed = num_examples * input_units * 12
+  available = memory_shortfall(needed)
+  if available is not None:
+    raise TfMpError(f'synthetic_data of {num_examples:,} x {input_units:,} values needs '
+                    f'about {gib(needed)}, more than the {gib(available)} of memory '
+                    'available; expected fewer examples or input units')
   rng = np.random.default_rng(seed)
   x = rng.standard_normal((num_examples, input_units)).astype(np.float32)
   teacher = rng.standard_normal((input_units, num_classes)).astype(np.float32)
@@ -59,7 +67,8 @@ def check_arrays(x, y, source: str, input_units: Optional[int] = 128,
   """
   x = _as_array(x, 'x', source)
   y = _as_array(y, 'y', source)
-  limit = num_classes if num_classes is not None else np.iinfo(np.int32).max + 1
+  # Labels are returned as int32: a larger one would wrap around.
+  limit = min(num_classes if num_classes is not None else np.inf, np.iinfo(np.int32).max + 1)
   width = x.shape[1] if input_units is None and x.ndim == 2 else input_units
   if x.ndim != 2 or x.shape[1] != width or x.shape[0] < 1:
     raise TfMpError(f"{source}: 'x' has shape {list(x.shape)}; expected "
@@ -72,27 +81,35 @@ def check_arrays(x, y, source: str, input_units: Optional[int] = 128,
   if not np.issubdtype(y.dtype, np.integer):
     raise TfMpError(f"{source}: 'y' has dtype {y.dtype}; expected integer labels "
                     f'in [0, {limit})')
-  finite = np.isfinite(x)
+  with np.errstate(over='ignore'):
+    x32 = x.astype(np.float32, copy=False)
+  finite = np.isfinite(x32)
   if not finite.all():
     row, col = np.argwhere(~finite)[0]
-    raise TfMpError(f"{source}: 'x' contains a non-finite value ({x[row, col]}) "
-                    f'at row {row}, column {col}; expected finite floats')
+    beyond = " beyond float32's range" if np.isfinite(x[row, col]) else ''
+    raise TfMpError(f"{source}: 'x' contains a non-finite value ({x[row, col]}{beyond}) "
+                    f'at row {row}, column {col}; expected finite float32 values')
   bad = (y < 0) | (y >= limit)
   if bad.any():
     row = int(np.argmax(bad))
     raise TfMpError(f"{source}: label {y[row]} at row {row} is outside [0, {limit})"
                     + ('' if num_classes is not None else ' (labels are int32)'))
-  return x.astype(np.float32, copy=False), y.astype(np.int32, copy=False)
+  return x32, y.astype(np.int32, copy=False)
 
 
 def _as_array(value, name: str, source: str) -> np.ndarray:
   """`np.asarray(value)`; TfMpError for ragged lists and other non-arrays."""
   try:
-    return np.asarray(value)
+    array = np.asarray(value)
   except (ValueError, TypeError) as e:
     raise TfMpError(f'{source}: {name!r} is not a rectangular array of '
                     f'numbers ({type(e).__name__}: rows of different lengths or '
                     'mixed types); expected equal-length rows') from None
+  if array.ndim == 0 and array.dtype.kind not in 'biuf':
+    # A dataset, a generator, a dict, a ragged or sparse tensor, bytes.
+    raise TfMpError(f'{source}: {name!r} is a {type(value).__name__}, not an array; '
+                    'expected a numpy array, a tensor or nested lists of numbers')
+  return array
 
 
 def data_identity(x, y) -> str:
@@ -152,14 +169,20 @@ def load_npz(path: str, input_units: int = 128,
 
 def batch_indices(step: int, batch_size: int, num_examples: int) -> np.ndarray:
   """Rows used at `step`: `(step * batch_size + arange(batch_size)) % num_examples`."""
-  non_negative_int('step', step)
-  positive_int('batch_size', batch_size)
-  positive_int('num_examples', num_examples)
-  if (step + 1) * batch_size > np.iinfo(np.int64).max:
-    raise TfMpError(f'step {step} with batch_size {batch_size} passes row '
-                    f'{(step + 1) * batch_size:,}, beyond int64; expected '
-                    f'step * batch_size below {np.iinfo(np.int64).max:,}')
+  # As Python ints: numpy's uint64 arithmetic with an int gives float64.
+  step = non_negative_int('step', step)
+  batch_size = positive_int('batch_size', batch_size)
+  num_examples = positive_int('num_examples', num_examples)
+  check_row_range(step + 1, batch_size)
   return (step * batch_size + np.arange(batch_size)) % num_examples
+
+
+def check_row_range(steps: int, batch_size: int) -> None:
+  """TfMpError unless the rows of `steps` steps of `batch_size` stay within int64."""
+  if steps * batch_size > np.iinfo(np.int64).max:
+    raise TfMpError(f'step {steps - 1} with batch_size {batch_size} passes row '
+                    f'{steps * batch_size:,}, beyond int64; expected '
+                    f'step * batch_size below {np.iinfo(np.int64).max:,}')
 
 
 def batch_at(x: tf.Tensor, y: tf.Tensor, step: tf.Tensor,

@@ -4,7 +4,7 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from tf_mp.checks import integer, optional_callable, positive_int
+from tf_mp.checks import integer, module_name, optional_callable, positive_int
 from tf_mp.devices import device_scope, resolve_devices
 from tf_mp.features import check_features
 from tf_mp.initializers import glorot_uniform
@@ -28,7 +28,7 @@ class Dense(tf.Module):
                device: Optional[str] = None,
                seed: int = 0,
                name: Optional[str] = None):
-    super().__init__(name=name)
+    super().__init__(name=module_name('Dense name', name))
     self.input_units = positive_int('Dense input_units', input_units)
     self.output_units = positive_int('Dense output_units', output_units)
     self.activation = optional_callable('Dense activation', activation)

@@ -38,3 +38,18 @@ class WorkerLostError(TfMpError):
         f'({detail}); restart all workers with the '
         'same command to resume from the last checkpoint')
     self.step = step
+
+
+def error_line(error: Exception) -> str:
+  """The line of `error` that says what went wrong, prefixed by its type.
+
+  An error raised while `tf.function` traces user code reads "in user code:",
+  a stack, then the original error on its last line: that last line is taken.
+  """
+  text = str(getattr(error, 'message', None) or error).strip()
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if not lines:
+    return type(error).__name__
+  if lines[0].startswith('in user code') or lines[0].startswith('in converted code'):
+    return lines[-1][:300]
+  return f'{type(error).__name__}: {lines[0][:300]}'

@@ -6,7 +6,8 @@ import tempfile
 
 import tensorflow as tf
 
-from tf_mp.errors import TfMpError
+from tf_mp.checks import non_finite_variable
+from tf_mp.errors import TfMpError, error_line
 from tf_mp.files import check_path, check_writable_dir
 
 
@@ -56,7 +57,8 @@ def export_saved_model(model: tf.Module, export_dir: str) -> str:
     The absolute path of the SavedModel.
 
   Raises:
-    TfMpError: `model` is not a tf_mp model, `export_dir` fails
+    TfMpError: `model` is not a tf_mp model, holds non-finite weights, cannot
+      be called on its config's features, `export_dir` fails
       `check_export_dir`, or the SavedModel cannot be written (a full disk):
       nothing is left at `export_dir` then.
   """
@@ -64,6 +66,11 @@ def export_saved_model(model: tf.Module, export_dir: str) -> str:
   if not isinstance(model, tf.Module) or not hasattr(config, 'input_units'):
     raise TfMpError(f'cannot export {type(model).__name__}; expected a model '
                     'from tf_mp.build_model (a tf.Module with a config)')
+  diverged = non_finite_variable(model.variables)
+  if diverged:
+    raise TfMpError(f'cannot export {type(model).__name__}: variable {diverged!r} holds '
+                    'non-finite values (a diverged run?); expected finite weights. '
+                    'Nothing was exported')
   export_dir = check_export_dir(export_dir)
   spec = tf.TensorSpec([None, config.input_units], tf.float32, name='features')
 
@@ -85,6 +92,14 @@ def export_saved_model(model: tf.Module, export_dir: str) -> str:
     raise TfMpError(f'cannot write the SavedModel to {export_dir!r} '
                     f'({type(e).__name__}: {reason}); nothing was left '
                     'there') from None
+  except TfMpError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Tracing the signature calls the model: a model that does not take its
+    # config's features fails there, inside TensorFlow's tracing.
+    raise TfMpError(f'cannot export {type(model).__name__}: calling it on features '
+                    f'float32 [None, {config.input_units}] failed ({error_line(e)}); '
+                    'nothing was written') from e
   finally:
     if staging is not None:
       shutil.rmtree(staging, ignore_errors=True)

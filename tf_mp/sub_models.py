@@ -4,7 +4,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-from tf_mp.checks import integer, positive_int
+from tf_mp.checks import integer, module_name, positive_int
 from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
 from tf_mp.devices import resolve_devices
@@ -33,7 +33,7 @@ class SubModel(tf.Module):
                output_units: int = 64,
                seed: int = 0,
                name: str = 'sub_model'):
-    super().__init__(name=name)
+    super().__init__(name=module_name('SubModel name', name))
     for label, value in (('input_units', input_units),
                          ('hidden_units', hidden_units),
                          ('output_units', output_units)):

@@ -19,11 +19,11 @@ import tensorflow as tf
 
 from tf_mp.adam import Adam
 from tf_mp.checks import (divisible_batch, finite_number, instance_of, optional_callable,
-                          positive_int, short_repr)
-from tf_mp.data import batch_at, check_arrays
-from tf_mp.devices import device_scope
+                          positive_int, short_repr, text)
+from tf_mp.data import batch_at, check_arrays, check_row_range
+from tf_mp.devices import check_devices_exist, device_scope
 from tf_mp.distribute.strategies import COLLECTIVE_FAILURES, StrategyLayout
-from tf_mp.errors import TfMpError, TrainingDivergedError, WorkerLostError
+from tf_mp.errors import TfMpError, TrainingDivergedError, WorkerLostError, error_line
 from tf_mp.memory import check_batch_fits
 
 
@@ -37,6 +37,8 @@ def sparse_softmax_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
       inside `tf.function` the label values are `Trainer`'s data check's.
   """
   check_loss_inputs(logits, labels)
+  if tf.as_dtype(labels.dtype) not in (tf.int32, tf.int64):
+    labels = tf.cast(labels, tf.int64)  # the kernel takes these two only
   return tf.reduce_mean(
       tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
                                                      logits=logits))
@@ -54,6 +56,8 @@ def check_loss_inputs(logits, labels) -> None:
       raise TfMpError(f'sparse_softmax_loss: {name} {short_repr(value)} must be '
                       f'{"a float" if kinds == "f" else "an integer"} tensor')
   logits_shape, labels_shape = tf.TensorShape(logits.shape), tf.TensorShape(labels.shape)
+  if logits_shape.rank == 0:
+    raise TfMpError('sparse_softmax_loss: logits have shape []; expected [batch, ..., classes]')
   if (logits_shape.rank is not None and labels_shape.rank is not None and
       not logits_shape[:-1].is_compatible_with(labels_shape)):
     raise TfMpError(f'sparse_softmax_loss: labels have shape {labels_shape.as_list()}; '
@@ -162,9 +166,15 @@ class Trainer:
       num_classes: overrides the model's `num_classes`.
 
     Raises:
-      TfMpError: the model has no trainable variables, was built outside the
-        strategy's scope, or an argument is out of range.
+      TfMpError: the model has no trainable variables, has floating-point
+        variables that are not float32, was built outside the strategy's
+        scope, declares an `input_spec`, `label_spec` or `output_device`
+        that is not one, an argument is out of range, or this is called
+        inside a `tf.function`.
     """
+    if not tf.executing_eagerly():
+      raise TfMpError('Trainer(...) was called inside a tf.function; it creates its '
+                      'optimizer state: create it eagerly, before the function')
     if not callable(model) or not hasattr(model, 'trainable_variables'):
       raise TfMpError(f'model {type(model).__name__} is not trainable: expected a '
                       'callable with trainable_variables (e.g. a tf.Module)')
@@ -179,8 +189,15 @@ class Trainer:
     if strategy is not None:
       instance_of('strategy', strategy, StrategyLayout,
                   'a tf_mp.distribute.StrategyLayout (from create_strategy) or None')
-    if input_spec is not None:
-      instance_of('input_spec', input_spec, tf.TensorSpec, 'a tf.TensorSpec or None')
+    for name, spec in (('input_spec', input_spec),
+                       (f'{type(model).__name__}.input_spec', getattr(model, 'input_spec', None)),
+                       (f'{type(model).__name__}.label_spec', getattr(model, 'label_spec', None))):
+      if spec is not None:
+        instance_of(name, spec, tf.TensorSpec, 'a tf.TensorSpec or None')
+    output_device = getattr(model, 'output_device', None)
+    if output_device is not None:
+      check_devices_exist([text(f'{type(model).__name__}.output_device', output_device,
+                                'a device name or None')])
     self.model = model
     self.loss_fn = loss_fn
     self.layout = strategy if strategy is not None and strategy.distributed else None
@@ -231,7 +248,8 @@ class Trainer:
     """The width of the model's logits (labels lie in `[0, num_classes)`)."""
     if self._num_classes is None:
       spec = self.input_spec()
-      outputs = tf.function(self.model).get_concrete_function(spec).structured_outputs
+      with self._user_code(spec):
+        outputs = tf.function(self.model).get_concrete_function(spec).structured_outputs
       width = tf.TensorShape(getattr(outputs, 'shape', None))
       if width.rank is None or width[-1] is None:
         raise TfMpError(f'the logits of {type(self.model).__name__} have shape '
@@ -252,7 +270,11 @@ class Trainer:
     """
     own = getattr(self.model, 'check_data', None)
     if own is not None:
-      return own(features, labels, source)
+      checked = own(features, labels, source)
+      if not isinstance(checked, (tuple, list)) or len(checked) != 2:
+        raise TfMpError(f'{type(self.model).__name__}.check_data returned '
+                        f'{short_repr(checked)}; expected (features, labels)')
+      return checked
     spec = self.input_spec(features)
     return check_arrays(features, labels, source, spec.shape[-1], self.num_classes)
 
@@ -268,8 +290,17 @@ class Trainer:
                    loss_fn: Optional[Callable] = None) -> tf.Tensor:
     """The scalar loss of one batch on the model's output device (no update)."""
     logits = self.model(features)
+    classes = tf.TensorShape(getattr(logits, 'shape', None))
+    if (self._num_classes is not None and classes.rank and classes[-1] is not None and
+        classes[-1] != self._num_classes):
+      raise TfMpError(f'{type(self.model).__name__} gives logits of width {classes[-1]} '
+                      f'but declares num_classes {self._num_classes}; expected them equal')
     with device_scope(self._output_device), tf.name_scope('loss'):
-      return (loss_fn or self.loss_fn)(logits, labels)
+      loss = (loss_fn or self.loss_fn)(logits, labels)
+    if not tf.is_tensor(loss) or loss.shape.rank != 0 or not loss.dtype.is_floating:
+      raise TfMpError(f'loss_fn returned {short_repr(loss)}; expected a float scalar '
+                      'tensor (the mean loss of the batch)')
+    return loss
 
   def _replica_step_fn(self, features, labels):
     """One replica's step on its slice of the global batch; returns its loss share.
@@ -296,6 +327,10 @@ class Trainer:
       else:
         loss = self.compute_loss(features, labels, loss_fn)
         grads = tf.gradients(loss, variables)
+      if all(g is None for g in grads):
+        raise TfMpError(f'the loss of {type(self.model).__name__} does not depend on any '
+                        'of its trainable variables; expected a loss computed from the '
+                        "model's logits")
       if replicas > 1:
         grads = _all_reduce_sum(context, grads, variables)
       self.optimizer.apply_gradients(zip(grads, variables))
@@ -342,11 +377,23 @@ class Trainer:
     if self._loop is None:
       spec = self.input_spec()
       scalar = tf.TensorSpec([], tf.int64)
-      self._loop = self._run_steps.get_concrete_function(
-          tf.TensorSpec([None] + spec.shape[1:], spec.dtype),
-          tf.TensorSpec([None] + self._label_spec.shape[1:], self._label_spec.dtype),
-          scalar, scalar, scalar)
+      with self._user_code(spec):
+        self._loop = self._run_steps.get_concrete_function(
+            tf.TensorSpec([None] + spec.shape[1:], spec.dtype),
+            tf.TensorSpec([None] + self._label_spec.shape[1:], self._label_spec.dtype),
+            scalar, scalar, scalar)
     return self._loop
+
+  @contextlib.contextmanager
+  def _user_code(self, spec: tf.TensorSpec):
+    """Turns an error raised while tracing the model or the loss into one TfMpError line."""
+    try:
+      yield
+    except TfMpError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise TfMpError(f'training {type(self.model).__name__} on features {spec.dtype.name} '
+                      f'{spec.shape} failed while tracing its step ({error_line(e)})') from e
 
   def train_step(self, features, labels) -> tf.Tensor:
     """One Adam step on one (global) batch; returns the loss before the update.
@@ -419,10 +466,17 @@ class Trainer:
       A `TrainResult`.
 
     Raises:
-      TfMpError: bad data or arguments, before any step runs.
+      TfMpError: bad data or arguments, before any step runs; a call inside a
+        `tf.function`; the model or `loss_fn` failing while the step is traced
+        (the error's own line in the message), logits whose width is not the
+        declared `num_classes`, a loss that is not a float scalar or that no
+        trainable variable reaches.
       TrainingDivergedError: a step's loss was NaN or Inf; names the step.
       WorkerLostError: a collective with another worker failed.
     """
+    if not tf.executing_eagerly():
+      raise TfMpError('Trainer.fit was called inside a tf.function; it runs its own '
+                      'traced loop: call it eagerly (use train_step inside tf.function)')
     steps = positive_int('steps', steps)
     batch_size = positive_int('batch_size', batch_size)
     log_every = positive_int('log_every', log_every)
@@ -431,6 +485,7 @@ class Trainer:
       optional_callable(name, function)
     if checkpoint_every is not None:
       checkpoint_every = positive_int('checkpoint_every', checkpoint_every)
+    check_row_range(steps, batch_size)
     x, y = self.check_data(x, y, 'training data')
     self._check_batch_size(batch_size)
     check_batch_fits(self.model, x, batch_size)

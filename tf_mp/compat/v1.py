@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tf_mp import checks
 from tf_mp.adam import variable_name
+from tf_mp.checkpoints import checkpoints_on_disk
 from tf_mp.errors import TfMpError
 from tf_mp.files import write_text_atomic
 
@@ -259,7 +260,10 @@ def save_tf1_checkpoint(model: tf.Module, path, trainer=None) -> str:
     The prefix written (absolute).
 
   Raises:
-    TfMpError: `path` is not a path, names a directory, or cannot be written.
+    TfMpError: `path` is not a path, names a directory, already exists
+      (nothing is overwritten) or lies in a directory of tf_mp training
+      checkpoints; a value is not finite (nothing is written); or it cannot
+      be written.
   """
   _check_model_and_trainer(model, trainer)
   if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
@@ -269,11 +273,23 @@ def save_tf1_checkpoint(model: tf.Module, path, trainer=None) -> str:
   if os.path.isdir(prefix):
     raise TfMpError(f'checkpoint path {path!r} is a directory; expected a '
                     f'prefix inside it, such as "{os.fspath(path)}/model"')
+  if os.path.lexists(prefix + '.index'):
+    raise TfMpError(f'TF1 checkpoint {path!r} already exists; choose a new prefix '
+                    '(nothing is overwritten)')
+  if os.path.isdir(os.path.dirname(prefix)) and checkpoints_on_disk(os.path.dirname(prefix)):
+    raise TfMpError(f'{os.path.dirname(prefix)!r} holds tf_mp training checkpoints '
+                    '(ckpt-N), whose state file a TF1 checkpoint would replace; '
+                    'choose another directory')
   named = _named_variables(model)
   if trainer is not None:
     named.update(_optimizer_variables(model, trainer))
     named[_STEP_NAME] = trainer.step
   names = sorted(named)
+  # What load_tf1_checkpoint would refuse is not written.
+  bad = _bad_values({n: named[n].numpy() for n in names})
+  if bad:
+    raise TfMpError(f'cannot write TF1 checkpoint {path!r}: {"; ".join(bad)}. '
+                    'Nothing was written')
   try:
     os.makedirs(os.path.dirname(prefix), exist_ok=True)
     with tf.device('/device:CPU:0'):

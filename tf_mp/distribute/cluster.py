@@ -49,6 +49,9 @@ def parse_tf_config(text: Optional[str]) -> ClusterTask:
                     f'variable; it is not set; {example}')
   try:
     config = json.loads(text)
+  except RecursionError:
+    raise TfMpError(f'TF_CONFIG {_clip(text)!r} is nested too deeply to parse; '
+                    f'{example}') from None
   except ValueError as e:
     raise TfMpError(f'TF_CONFIG {_clip(text)!r} is not valid JSON ({e}); '
                     f'{example}') from None

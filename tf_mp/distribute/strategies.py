@@ -86,7 +86,16 @@ class StrategyLayout:
     return list(self.groups[0]) if any(self.groups[0]) else None
 
   def scope(self):
-    """The strategy's scope (nothing for 'none'): create variables inside it."""
+    """The strategy's scope (nothing for 'none'): create variables inside it.
+
+    Raises:
+      TfMpError: called inside the scope of another strategy.
+    """
+    if self.strategy and tf.distribute.has_strategy() and (
+        tf.distribute.get_strategy() is not self.strategy):
+      raise TfMpError(f'layout.scope() of this {self.kind} layout was entered inside '
+                      "another strategy's scope; TensorFlow cannot mix two "
+                      'strategies: leave the other scope first')
     return self.strategy.scope() if self.strategy else contextlib.nullcontext()
 
   def local_replica(self, replica_id: int) -> int:
@@ -221,8 +230,13 @@ def create_strategy(kind: str = 'none',
       task_id=task.task_index, rpc_layer='grpc',
       num_accelerators={'GPU': 1} if first == '/device:GPU:0' else None)
   with peer_wait.backstop(remaining):
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        cluster_resolver=resolver, communication_options=options)
+    try:
+      strategy = tf.distribute.MultiWorkerMirroredStrategy(
+          cluster_resolver=resolver, communication_options=options)
+    except RuntimeError as e:  # "Collective ops must be configured at program startup"
+      raise TfMpError('strategy multi_worker must be created before TensorFlow starts '
+                      '(before any tensor or device query in this process); create '
+                      f'it first ({e})') from None
   peer_wait.reclaim_sigterm()
   group = resolve_devices(devices, group_size, 'sub-models')
   return StrategyLayout('multi_worker', strategy, (tuple(group),), task,

@@ -2,6 +2,8 @@
 
 import contextlib
 import os
+import re
+import tempfile
 from typing import Optional
 
 import keras
@@ -11,7 +13,8 @@ from keras.src.losses import loss as keras_loss_module
 from keras.src.models import functional as keras_functional
 from keras.src.models.model import functional_init_arguments
 
-from tf_mp.checks import has_attributes, instance_of, numeric_array, short_repr
+from tf_mp.checks import (has_attributes, instance_of, numeric_array, positive_int,
+                          short_repr)
 from tf_mp.devices import device_scope, resolve_devices
 from tf_mp.files import check_path, check_writable_dir
 from tf_mp.errors import TfMpError
@@ -204,6 +207,12 @@ class _PlacedTraining:
       return
     classes = keras.tree.flatten(outputs)[0].shape[-1]
     labels = np.asarray(y)
+    if labels.dtype.kind == 'f' and labels.size:
+      fractional = labels[labels != np.round(labels)]
+      if fractional.size:  # Keras would truncate it to a class id without a word
+        raise TfMpError(f'{where}: label {fractional.flat[0]} is not a class id; a sparse '
+                        'categorical cross-entropy loss takes integer labels')
+      labels = labels.astype(np.int64)
     if classes is None or not labels.size or labels.dtype.kind not in 'iu':
       return
     bad = labels[(labels < 0) | (labels >= classes)]
@@ -211,12 +220,16 @@ class _PlacedTraining:
       raise TfMpError(f'{where}: label {bad.flat[0]} is outside [0, {classes}); the model '
                       f'has {classes} logits and a sparse categorical cross-entropy loss')
 
-  def save(self, filepath, *args, **kwargs):  # pylint: disable=signature-differs
-    """Keras's `save`; a path Keras cannot write is one TfMpError line first.
+  def save(self, filepath, overwrite=True, **kwargs):  # pylint: disable=signature-differs
+    """Keras's `save`, written beside the file and renamed into place.
+
+    A save interrupted half way (Ctrl-C, a full disk) leaves the previous
+    file as it was; a path Keras cannot write is one TfMpError line first.
 
     Raises:
       TfMpError: `filepath` is not a path, does not end in `.keras` or `.h5`,
-        is a directory, or its folder cannot be created or written.
+        is a directory, exists while `overwrite` is False (Keras would ask on
+        stdin), or its folder cannot be created or written.
     """
     filepath = check_path(filepath, 'save: file')
     if not filepath.endswith(('.keras', '.h5')):
@@ -224,22 +237,42 @@ class _PlacedTraining:
                       "expected e.g. 'model.keras'")
     if os.path.isdir(filepath):
       raise TfMpError(f'save: file {filepath!r} is a directory; expected a file name')
-    check_writable_dir(os.path.dirname(os.path.abspath(filepath)), 'save: folder')
-    return super().save(filepath, *args, **kwargs)
+    if not overwrite and os.path.lexists(filepath):
+      raise TfMpError(f'save: file {filepath!r} exists and overwrite=False; nothing '
+                      'was written')
+    folder = os.path.dirname(os.path.abspath(filepath))
+    check_writable_dir(folder, 'save: folder')
+    name, extension = os.path.splitext(os.path.basename(filepath))
+    handle, staging = tempfile.mkstemp(prefix=f'.{name}.', suffix=f'.tmp{extension}',
+                                       dir=folder)
+    os.close(handle)
+    try:
+      result = super().save(staging, overwrite=True, **kwargs)
+      os.replace(staging, filepath)
+      staging = None
+    finally:
+      if staging is not None and os.path.exists(staging):
+        os.remove(staging)
+    return result
 
   def fit(self, x=None, y=None, *args, **kwargs):  # pylint: disable=signature-differs,keyword-arg-before-vararg
     self._check_strategy()
     self._check_input_shape(x, 'fit')
     self._check_labels(y, 'fit')
-    return super().fit(x, y, *args, **kwargs)
+    _check_batch_size('fit', args[0] if args else kwargs.get('batch_size'))
+    with _label_errors('fit'):
+      return super().fit(x, y, *args, **kwargs)
 
   def evaluate(self, x=None, y=None, *args, **kwargs):  # pylint: disable=signature-differs,keyword-arg-before-vararg
     self._check_input_shape(x, 'evaluate')
     self._check_labels(y, 'evaluate')
-    return super().evaluate(x, y, *args, **kwargs)
+    _check_batch_size('evaluate', args[0] if args else kwargs.get('batch_size'))
+    with _label_errors('evaluate'):
+      return super().evaluate(x, y, *args, **kwargs)
 
   def predict(self, x, *args, **kwargs):  # pylint: disable=signature-differs
     self._check_input_shape(x, 'predict')
+    _check_batch_size('predict', args[0] if args else kwargs.get('batch_size'))
     return super().predict(x, *args, **kwargs)
 
   def train_step(self, data):
@@ -285,6 +318,10 @@ class _PlacedTraining:
         self._build_optimizer_beside_weights(weights)
         # Gradients with respect to the TF variables under the Keras weights.
         grads = tf.gradients(loss, [w.value for w in weights])
+        if all(g is None for g in grads):
+          raise TfMpError('the loss does not depend on any trainable weight of the '
+                          'model (do its outputs come from its weights by float '
+                          'operations?); nothing to train')
         self.optimizer.apply_gradients(zip(grads, weights))
       else:
         raise TfMpError('the model has no trainable weights; nothing to train')
@@ -411,6 +448,27 @@ class FunctionalModel(Model, keras_functional.Functional):
 
   def __init__(self, inputs, outputs, name=None, **kwargs):
     keras_functional.Functional.__init__(self, inputs, outputs, name=name, **kwargs)
+
+
+def _check_batch_size(where: str, batch_size) -> None:
+  """Keras takes 0 for its default and fails deep for a negative batch size."""
+  if batch_size is not None:
+    positive_int(f'{where}: batch_size', batch_size)
+
+
+@contextlib.contextmanager
+def _label_errors(where: str):
+  """A label outside the logits found while running (a dataset's labels) as one line."""
+  try:
+    yield
+  except tf.errors.InvalidArgumentError as e:
+    found = re.search(r'Received a label value of (-?\d+) which is outside the valid '
+                      r'range of \[0, (\d+)\)', str(e))
+    if not found:
+      raise
+    raise TfMpError(f'{where}: label {found.group(1)} is outside [0, {found.group(2)}) '
+                    '(found in a batch while running; the model has that many logits '
+                    'and a sparse categorical cross-entropy loss)') from None
 
 
 def keras_weights(model) -> dict:

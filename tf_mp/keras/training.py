@@ -66,9 +66,7 @@ class StepLogger(keras.callbacks.Callback):
   def __init__(self, every: int = 100,
                print_fn: Optional[Callable[[str], None]] = None):
     super().__init__()
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-      raise TfMpError(f'StepLogger: every must be a positive integer, got {every!r}')
-    self.every = every
+    self.every = positive_int('StepLogger: every', every)
     self.print_fn = optional_callable('StepLogger: print_fn', print_fn)
     self.logged = []  # (step, loss) pairs printed so far.
     self._step = None

@@ -4,7 +4,7 @@ import dataclasses
 import math
 from typing import Optional, Sequence
 
-from tf_mp.checks import integer, positive_int
+from tf_mp.checks import instance_of, integer, positive_int
 from tf_mp.errors import TfMpError
 from tf_mp.memory import (BYTES_PER_VALUE, MAX_TENSOR_ELEMENTS, activation_estimate,
                           gib, memory_shortfall)
@@ -80,7 +80,11 @@ def default_tensor_parallel(config: LMConfig,
   `num_heads` and `mlp_units`; 1 (no split) when none does. With the default
   4 heads and 512 MLP units that is T = 2; with 6 or 12 heads it is 3.
   """
+  instance_of('config', config, LMConfig, 'a tf_mp.lm.LMConfig')
+  if isinstance(preferred, str) or not isinstance(preferred, Sequence):
+    raise TfMpError(f'preferred must be a sequence of device counts, got {preferred!r}')
   for t in preferred:
+    t = positive_int('preferred device count', t)
     if config.num_heads % t == 0 and config.mlp_units % t == 0:
       return t
   return 1

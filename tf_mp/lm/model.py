@@ -115,17 +115,26 @@ class TinyLM(tf.Module):
   def assign_full_weights(self, weights: Dict[str, np.ndarray]) -> None:
     """Sets every weight from unsplit values (e.g. another T's `full_weights()`).
 
+    All or nothing: every value is checked before the first is assigned.
+
     Raises:
-      TfMpError: a name is missing or a shape differs.
+      TfMpError: a name is missing, a shape differs or a value is not finite.
     """
+    instance_of('weights', weights, dict, 'a dict of name -> array (TinyLM.full_weights())')
+    checked = []
     for part in self.shards():
       if part.name not in weights:
         raise TfMpError(f'weights have no {part.name!r}; expected every name of '
                         'TinyLM.full_weights()')
-      value = np.asarray(weights[part.name], np.float32)
+      value = numeric_array(f'weight {part.name!r}', weights[part.name]).astype(np.float32)
       if list(value.shape) != part.full_shape:
         raise TfMpError(f'weight {part.name!r} has shape {list(value.shape)}; '
                         f'expected {part.full_shape}')
+      if not np.isfinite(value).all():
+        raise TfMpError(f'weight {part.name!r} holds non-finite values; expected '
+                        'finite numbers. Nothing was assigned')
+      checked.append((part, value))
+    for part, value in checked:
       pieces = ([value] if part.axis is None else
                 np.split(value, len(part.variables), axis=part.axis))
       for variable, piece in zip(part.variables, pieces):

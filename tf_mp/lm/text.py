@@ -126,7 +126,15 @@ class CharVocab:
     return np.array([index[c] for c in text], dtype=np.int32)
 
   def decode(self, ids) -> str:
-    return ''.join(self.chars[int(i)] for i in ids)
+    """The text of integer `ids`, each in `[0, size)`; TfMpError otherwise."""
+    if not np.size(ids):
+      return ''
+    ids = checks.numeric_array('ids', ids, integer_values=True)
+    bad = ids[(ids < 0) | (ids >= self.size)]
+    if bad.size:
+      raise TfMpError(f'ids contain {bad.flat[0]}; expected character ids in '
+                      f'[0, {self.size})')
+    return ''.join(self.chars[int(i)] for i in ids.ravel())
 
 
 def split_ids(ids: np.ndarray, context: int,
@@ -170,7 +178,11 @@ def windows(ids: np.ndarray, context: int, stride: int,
 
 
 def unigram_entropy(ids: np.ndarray) -> float:
-  """Entropy in nats of the character frequencies of `ids`."""
+  """Entropy in nats of the character frequencies of `ids` (integers >= 0, at least one)."""
+  ids = checks.numeric_array('ids', ids, integer_values=True).ravel()
+  if not ids.size or ids.min() < 0:
+    raise TfMpError(f'ids must be a non-empty array of character ids >= 0, got '
+                    f'{checks.short_repr(ids)}')
   counts = np.bincount(ids).astype(np.float64)
   p = counts[counts > 0] / counts.sum()
   return float(-(p * np.log(p)).sum())

@@ -15,9 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from tf_mp.checkpoints import TrainingCheckpoints
-from tf_mp.checks import finite_number, instance_of, integer, positive_int, text
+from tf_mp.checks import (finite_number, instance_of, non_negative_int, positive_int,
+                          text)
 from tf_mp.errors import TfMpError
-from tf_mp.files import read_json, write_json_atomic
+from tf_mp.files import check_path, read_json, write_json_atomic
 from tf_mp.lm.model import TinyLM
 from tf_mp.lm.text import CharVocab
 from tf_mp.trainer import Trainer
@@ -46,6 +47,7 @@ class LMTrainer(Trainer):
 
   def evaluate(self, x, y, batch_size: int = 32) -> float:
     """Mean cross-entropy (nats per character) over all windows of `x`, `y`."""
+    batch_size = positive_int('evaluate: batch_size', batch_size)
     x, y = self.check_data(x, y, 'validation data')
     total = 0.0
     for start in range(0, len(x), batch_size):
@@ -80,7 +82,7 @@ def generate(model: TinyLM, vocab: CharVocab, prompt: str, length: int,
   """
   instance_of('model', model, TinyLM, 'a tf_mp.lm.TinyLM')
   check_sampling(vocab, prompt, length, temperature)
-  integer('seed', seed)
+  non_negative_int('seed', seed)  # numpy's generator takes no negative seed
   if vocab.size != model.config.vocab_size:
     raise TfMpError(f'vocabulary has {vocab.size} characters but the model has '
                     f'{model.config.vocab_size} logits')
@@ -156,15 +158,18 @@ class LMCheckpoints:
 
     Raises:
       TfMpError: `trainer` is not an `LMTrainer`, `vocab` not a `CharVocab`,
-        or the directory cannot be used (see `tf_mp.TrainingCheckpoints`).
+        the directory holds a run with another config, T or vocabulary, or
+        it cannot be used (see `tf_mp.TrainingCheckpoints`).
     """
     instance_of('trainer', trainer, LMTrainer, 'a tf_mp.lm.LMTrainer')
     instance_of('vocab', vocab, CharVocab, 'a tf_mp.lm.CharVocab (corpus.vocab)')
-    self.directory = directory
+    self.directory = check_path(directory, 'checkpoint directory')
     self.trainer = trainer
     model = trainer.model
     self.run = {'config': dataclasses.asdict(model.config),
                 'tensor_parallel': model.tensor_parallel, 'vocab': vocab.chars}
+    # Before anything is touched, and before a `save` could rewrite the run file.
+    self._check_run()
     self.checkpoints = TrainingCheckpoints(directory, trainer,
                                            max_to_keep=max_to_keep, log=log)
 
@@ -172,9 +177,13 @@ class LMCheckpoints:
     """Restores the latest readable checkpoint if any; returns the step it resumes at.
 
     Raises:
-      TfMpError: the directory holds a run with another config, T or
-        vocabulary, or its checkpoints do not fit the model.
+      TfMpError: the checkpoints do not fit the model.
     """
+    self.checkpoints.restore()
+    return int(self.trainer.step.numpy())
+
+  def _check_run(self) -> None:
+    """TfMpError if `tiny_lm.json` records another config, T or vocabulary."""
     path = os.path.join(self.directory, RUN_FILE)
     if os.path.exists(path):
       saved = read_json(path, 'tiny LM run file')
@@ -186,8 +195,6 @@ class LMCheckpoints:
           raise TfMpError(f'{self.directory!r} holds a run with {key} '
                           f'{saved.get(key)!r}; this run has {self.run[key]!r} '
                           '(use another --logdir or the same settings)')
-    self.checkpoints.restore()
-    return int(self.trainer.step.numpy())
 
   def save(self) -> str:
     """Writes `tiny_lm.json` and a checkpoint at the trainer's step; returns its path."""

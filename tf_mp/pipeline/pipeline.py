@@ -21,7 +21,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from tf_mp.checks import (boolean, instance_of, integer, positive_int,
+from tf_mp.checks import (boolean, instance_of, integer, module_name, positive_int,
                           short_repr)
 from tf_mp.dense import Dense
 from tf_mp.devices import device_scope
@@ -104,7 +104,7 @@ class PipelineStage(tf.Module):
                final: bool = False,
                seed: int = 0,
                name: str = 'stage'):
-    super().__init__(name=name)
+    super().__init__(name=module_name('PipelineStage name', name))
     units = tuple(units)
     if not units:
       raise TfMpError(f'{name}: units is empty; expected at least one layer width')
@@ -251,7 +251,8 @@ class Pipeline(tf.Module):
       TfMpError: no stages, M < 1, a device mismatch or a stage whose output
         width is not the next stage's input width.
     """
-    super().__init__(name=name)
+    super().__init__(name=module_name('Pipeline name', name))
+    instance_of('stages', stages, (list, tuple), 'a list of stage modules or builders')
     if not stages:
       raise TfMpError('a pipeline needs at least one stage; got none')
     self.num_micro_batches = positive_int('num_micro_batches', num_micro_batches)

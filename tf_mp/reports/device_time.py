@@ -26,6 +26,7 @@ from tf_mp.checks import non_negative_int, optional_callable, positive_int
 from tf_mp.devices import device_key, device_scope, short_device_name
 from tf_mp.data import check_arrays
 from tf_mp.errors import TfMpError
+from tf_mp.files import check_path, check_writable_dir
 from tf_mp.pipeline import Pipeline, PipelineStage, best_split, theoretical_bubble
 from tf_mp.reports import profiling
 from tf_mp.reports.placement import check_pipeline, stage_pattern
@@ -154,9 +155,13 @@ def device_time_report(pipeline: Pipeline,
     A `DeviceTimeReport`; print it for the table.
 
   Raises:
-    TfMpError: not a pipeline, a stage is unplaced, or the batch is bad.
+    TfMpError: not a pipeline, a stage is unplaced, the batch is bad, or
+      `logdir` is not a directory that can be written.
   """
   check_pipeline(pipeline)
+  if logdir is not None:
+    # Checked before anything runs: the profiler says so only when it stops.
+    logdir = check_writable_dir(check_path(logdir, 'profiler logdir'), 'profiler logdir')
   if any(d is None for d in pipeline.devices):
     raise TfMpError('device_time_report needs every stage placed on a device; '
                     f'got devices {list(pipeline.devices)}')
