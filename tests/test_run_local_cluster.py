@@ -4,10 +4,12 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 from absl.testing import absltest
 
@@ -107,6 +109,43 @@ class RunLocalClusterTest(absltest.TestCase):
         pid = int(f.read())
       with self.assertRaises(ProcessLookupError, msg=f'worker {index} still exists'):
         os.kill(pid, 0)  # Gone, and reaped (a zombie would still answer).
+
+  def test_workers_do_not_outlive_a_launcher_killed_by_sigkill(self):
+    # Worker 1 kills the launcher with SIGKILL once worker 0 is up; before,
+    # both workers (in their own sessions) trained on with no one to stop them.
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    worker = os.path.join(directory, 'worker.py')
+    with open(worker, 'w') as f:
+      f.write(FAKE_WORKER.replace('signal.SIGINT, signal.SIG_IGN', 'signal.SIGINT, '
+                                  'signal.SIG_DFL').replace('os.getppid(), signal.SIGINT',
+                                                            'os.getppid(), signal.SIGKILL'))
+    script = textwrap.dedent(f'''\
+        import importlib.util, sys
+        sys.path.insert(0, {os.path.dirname(LAUNCHER)!r})
+        spec = importlib.util.spec_from_file_location('tool', {LAUNCHER!r})
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+        tool.TUTORIAL = {worker!r}
+        tool.main(['--workers', '2', '--log_dir', {directory!r}, '--', {directory!r}])
+        ''')
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    self.assertEqual(result.returncode, -9, result.stderr)
+    for index in (0, 1):
+      with open(os.path.join(directory, f'pid_{index}')) as f:
+        pid = int(f.read())
+      for _ in range(600):  # Bounded: the SIGTERM is immediate; 60 s at most.
+        try:
+          with open(f'/proc/{pid}/stat') as f:
+            if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+              break  # Exited; only waiting for init to reap it.
+        except FileNotFoundError:
+          break
+        time.sleep(0.1)
+      else:
+        os.kill(pid, signal.SIGKILL)
+        self.fail(f'worker {index} (pid {pid}) still running after its launcher was killed')
 
 
 if __name__ == '__main__':
