@@ -295,6 +295,18 @@ class StartUpTest(parameterized.TestCase):
     self.assertEqual(result.stderr, 'tutorial.py: stopped by SIGINT while starting; '
                      'nothing was run\n')
 
+  def test_a_second_signal_while_exiting_keeps_the_first_ones_status(self):
+    # The second signal arrives after the stop line, during the interpreter's
+    # shutdown (an atexit hook stands in for TensorFlow's slow teardown): it
+    # killed the program by that signal, status -15 instead of 130.
+    result = run(['-c', "import sys; sys.argv[0] = 'tutorial.py'; from tf_mp import cli; "
+                  'import atexit, os, signal, time; '
+                  'atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), '
+                  'time.sleep(0.5))); '
+                  'cli.run(lambda argv: os.kill(os.getpid(), signal.SIGINT))'])
+    self.assertEqual(result.returncode, 130, result.stderr)
+    self.assertEqual(result.stderr, 'tutorial.py: stopped by SIGINT\n')
+
   def test_a_signal_is_not_swallowed_by_except_exception(self):
     # `Stopped` used to be an Exception: TensorFlow code that catches
     # Exception (in tf.saved_model.save, say) took a SIGTERM, and the program

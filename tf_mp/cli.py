@@ -376,8 +376,11 @@ def run(main: Callable[[list], Optional[int]], doc: Optional[str] = None,
     # 130/143 for an interruption while waiting for peers, else 1.
     _fail(str(e), getattr(e, 'exit_status', 1))
   finally:
+    # After a stop signal the program is on its way out, its line printed: a
+    # second Ctrl-C (or SIGTERM) then, during the interpreter's shutdown, killed
+    # it by that signal (status -2/-15, the line's 130/143 lost).
     for s, handler in previous.items():
-      signal.signal(s, handler)
+      signal.signal(s, handler if _STOP.received is None else signal.SIG_IGN)
   sys.exit(status or 0)
 
 
