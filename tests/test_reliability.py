@@ -159,6 +159,20 @@ class CheckpointDirectoryTest(parameterized.TestCase, tf.test.TestCase):
     _, messages = self.resume()
     self.assertEqual(messages, [f'Resumed from {self.dir}/ckpt-20 at step 20'])
 
+  def test_state_file_that_is_a_fifo_is_recovered_not_waited_on(self):
+    # Reading it waited for a writer forever (third adversarial run).
+    at_20 = self.train_with_checkpoints()
+    state_file = os.path.join(self.dir, 'checkpoint')
+    os.remove(state_file)
+    os.mkfifo(state_file)
+    trainer, messages = self.resume()
+    self.assertEqual(messages, [
+        f'checkpoint state file {state_file!r} cannot be read (not a regular file but a '
+        'device, pipe or socket); recovered the list from the checkpoints present '
+        f'(ckpt-10, ckpt-20); the damaged file is kept as {state_file}.damaged',
+        f'Resumed from {self.dir}/ckpt-20 at step 20'])
+    self.assert_state_equal(at_20, trainer)
+
   def test_missing_state_file_is_recovered_not_restarted(self):
     at_20 = self.train_with_checkpoints()
     os.remove(os.path.join(self.dir, 'checkpoint'))
@@ -387,6 +401,24 @@ class RunSettingsTest(tf.test.TestCase):
     with self.assertRaisesRegex(tf_mp.TfMpError, 'holds a run with other settings'):
       tf_mp.resume_training(self.dir, new_trainer(), settings={'seed': 9})
     self.assertEqual(sorted(os.listdir(self.dir)), listing)
+
+  def test_settings_file_that_is_a_fifo_or_a_directory_is_one_line(self):
+    # A fifo blocked the program forever; a link to /dev/zero filled the memory.
+    self.save(self.SETTINGS)
+    path = os.path.join(self.dir, SETTINGS_FILE)
+    for make, reason in ((os.mkfifo, 'not a regular file but a device, pipe or socket'),
+                         (lambda p: os.symlink('/dev/zero', p),
+                          'not a regular file but a device, pipe or socket'),
+                         (os.mkdir, 'Is a directory')):
+      if os.path.isdir(path):
+        os.rmdir(path)
+      else:
+        os.remove(path)
+      make(path)
+      with self.assertRaises(tf_mp.TfMpError) as caught:
+        tf_mp.resume_training(self.dir, new_trainer(), settings=self.SETTINGS)
+      self.assertEqual(one_line(self, caught.exception),
+                       f'run settings file {path!r} cannot be read ({reason})')
 
   def test_damaged_settings_file_is_one_line(self):
     self.save(self.SETTINGS)

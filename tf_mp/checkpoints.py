@@ -40,7 +40,7 @@ from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState  # p
 from tf_mp.checks import (boolean, has_attributes, non_negative_int,
                           optional_callable, positive_int, trainer_of)
 from tf_mp.errors import TfMpError
-from tf_mp.files import check_path, check_writable_dir, read_json
+from tf_mp.files import check_path, check_writable_dir, read_json, read_regular_file
 from tf_mp.files import write_json_atomic, write_text_atomic
 
 # Errors that mean "this checkpoint's files are missing or damaged".
@@ -377,8 +377,7 @@ def read_state(directory: str) -> Tuple[Optional[List[str]], Optional[str]]:
   if not os.path.lexists(path):
     return None, None
   try:
-    with open(path, 'rb') as f:
-      raw = f.read()
+    raw = read_regular_file(path)
   except OSError as e:
     return None, f'cannot be read ({e.strerror})'
   if not raw.strip():

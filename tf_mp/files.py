@@ -11,6 +11,7 @@ never a truncated one. Output directories are checked with
 import errno
 import json
 import os
+import stat
 import tempfile
 
 from tf_mp.errors import TfMpError
@@ -131,8 +132,7 @@ def read_json(path: str, what: str = 'file'):
     TfMpError: the file cannot be read, or is empty, truncated or not JSON.
   """
   try:
-    with open(path, 'rb') as f:
-      raw = f.read()
+    raw = read_regular_file(path)
   except OSError as e:
     raise TfMpError(f'{what} {path!r} cannot be read ({_reason(e)})') from None
   if not raw.strip():
@@ -142,6 +142,24 @@ def read_json(path: str, what: str = 'file'):
   except (UnicodeDecodeError, ValueError) as e:
     raise TfMpError(f'{what} {path!r} is damaged (not valid JSON: {e}); expected '
                     'the JSON tf_mp wrote there') from None
+
+
+def read_regular_file(path: str) -> bytes:
+  """The bytes of `path`; OSError unless it is a regular file (or a link to one).
+
+  A pipe, device or socket in place of a file tf_mp wrote is refused without
+  reading from it: a fifo named `checkpoint` blocked the program forever, a
+  link to /dev/zero filled the memory. (Opened non-blocking: opening a fifo
+  waits for a writer otherwise.)
+  """
+  fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+  with os.fdopen(fd, 'rb') as f:
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+      raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+    if not stat.S_ISREG(mode):
+      raise OSError(errno.EINVAL, 'not a regular file but a device, pipe or socket')
+    return f.read()
 
 
 def _reason(error: OSError) -> str:
