@@ -194,6 +194,19 @@ class CheckpointDirectoryTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(messages[2], f'Resumed from {self.dir}/ckpt-10 at step 10')
     self.assertEqual(int(trainer.step.numpy()), 10)
 
+  def test_newest_index_that_is_a_fifo_falls_back_to_the_previous(self):
+    # TensorFlow's reader waited on it forever (third adversarial run).
+    self.train_with_checkpoints()
+    index = os.path.join(self.dir, 'ckpt-20.index')
+    os.remove(index)
+    os.mkfifo(index)
+    trainer, messages = self.resume()
+    self.assertEqual(messages, [
+        f'Checkpoint {self.dir}/ckpt-20 is unreadable (ckpt-20.index is not a regular file '
+        'but a directory, device, pipe or socket); trying the previous one',
+        f'Resumed from {self.dir}/ckpt-10 at step 10'])
+    self.assertEqual(int(trainer.step.numpy()), 10)
+
   def test_damaged_state_and_no_readable_checkpoint_is_refused(self):
     self.train_with_checkpoints()
     with open(os.path.join(self.dir, 'checkpoint'), 'wb') as f:

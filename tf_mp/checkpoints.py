@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import traceback
 from typing import Callable, List, Mapping, Optional, Tuple
 
@@ -185,6 +186,11 @@ class TrainingCheckpoints:
     variables = self._variables()
     before = [v.numpy() for v in variables]
     for path in candidates:
+      special = _not_regular(path)
+      if special:  # TensorFlow would wait on a fifo forever.
+        failures.append(f'{os.path.basename(path)}: {special}')
+        self._log(f'Checkpoint {path} is unreadable ({special}); trying the previous one')
+        continue
       try:
         status = self.checkpoint.restore(path)
         try:
@@ -462,6 +468,20 @@ def _state_text(prefixes: List[str]) -> str:
           ''.join(f'all_model_checkpoint_paths: {n}\n' for n in names) +
           ''.join(f'all_model_checkpoint_timestamps: {t!r}\n' for t in times) +
           f'last_preserved_timestamp: {times[0] - 1.0!r}\n')
+
+
+def _not_regular(prefix: str) -> Optional[str]:
+  """Says which file of checkpoint `prefix` is a fifo, device, socket or directory, if one is."""
+  directory, base = os.path.split(prefix)
+  for name in sorted(os.listdir(directory)):
+    if name == base + '.index' or name.startswith(base + '.data-'):
+      try:
+        mode = os.stat(os.path.join(directory, name)).st_mode
+      except OSError:
+        continue  # Missing or a dangling link: TensorFlow's own message says so.
+      if not stat.S_ISREG(mode):
+        return f'{name} is not a regular file but a directory, device, pipe or socket'
+  return None
 
 
 def _key(prefix: str) -> Optional[int]:
