@@ -229,6 +229,21 @@ class ChecksBeforeTrainingTest(parameterized.TestCase):
       cli.check_writable_dir(os.path.join(a_file, 'sub'), 'export_dir')
     with self.assertRaisesRegex(tf_mp.TfMpError, r'^--logdir is empty'):
       cli.check_writable_dir('', 'logdir')
+    # A broken link on the way: TensorFlow's summary writer failed in a
+    # traceback; the export and checkpoint checks said "a file" / "File exists".
+    os.symlink(os.path.join(tmp, 'gone'), os.path.join(tmp, 'dangling'))
+    os.symlink('loop', os.path.join(tmp, 'loop'))
+    for path, link in ((os.path.join(tmp, 'dangling', 'sub'),
+                        rf"'{tmp}/dangling' is a symbolic link to '{tmp}/gone', which does "
+                        'not exist'),
+                       (os.path.join(tmp, 'loop'), rf"'{tmp}/loop' is a symbolic link loop")):
+      with self.assertRaisesRegex(tf_mp.TfMpError, rf"^--logdir '{path}' cannot be created: "
+                                  rf'{link}; expected a directory \(create the target, or '
+                                  r'remove the link\)$'):
+        cli.check_writable_dir(path, 'logdir')
+      with self.assertRaisesRegex(tf_mp.TfMpError, rf'^checkpoint directory .* cannot be '
+                                  rf'created: {link}'):
+        tf_mp.TrainingCheckpoints(path, tf_mp.Trainer(tf_mp.build_model(None)))
 
 
 class SignalTest(parameterized.TestCase):

@@ -435,13 +435,15 @@ class RunSettingsTest(tf.test.TestCase):
 
   def test_damaged_settings_file_is_one_line(self):
     self.save(self.SETTINGS)
-    with open(os.path.join(self.dir, SETTINGS_FILE), 'w') as f:
-      f.write('{"seed": ')
-    with self.assertRaises(tf_mp.TfMpError) as caught:
-      tf_mp.resume_training(self.dir, new_trainer(), settings=self.SETTINGS)
-    self.assertRegex(one_line(self, caught.exception),
-                     r"^run settings file '.*run_settings.json' is damaged \(not "
-                     r'valid JSON: .*\); expected the JSON tf_mp wrote there$')
+    # Truncated; nested too deep for the parser (a RecursionError traceback before).
+    for text in ('{"seed": ', '[' * 100_000 + ']' * 100_000):
+      with open(os.path.join(self.dir, SETTINGS_FILE), 'w') as f:
+        f.write(text)
+      with self.assertRaises(tf_mp.TfMpError) as caught:
+        tf_mp.resume_training(self.dir, new_trainer(), settings=self.SETTINGS)
+      self.assertRegex(one_line(self, caught.exception),
+                       r"^run settings file '.*run_settings.json' is damaged \(not "
+                       r'valid JSON: .*\); expected the JSON tf_mp wrote there$')
 
   def test_data_identity_tells_data_sets_apart(self):
     x, y = small_data()
@@ -521,10 +523,18 @@ class ExportTest(parameterized.TestCase, tf.test.TestCase):
       ('not_empty', lambda d: d, 'already exists and is not empty'),
       ('parent_is_a_file', lambda d: os.path.join(d, 'file', 'model'),
        'cannot be written: directory .* exists and is not a directory'),
+      # Both were called "a file" before.
+      ('dangling_link', lambda d: os.path.join(d, 'dangling'),
+       r"cannot be created: '.*/dangling' is a symbolic link to '.*/gone', which does "
+       r'not exist; expected a new path or an empty directory \(create the target'),
+      ('link_loop', lambda d: os.path.join(d, 'loop', 'model'),
+       r"cannot be created: '.*/loop' is a symbolic link loop"),
   )
   def test_bad_export_dir_is_one_line_before_anything_is_written(self, make, message):
     with open(os.path.join(self.dir, 'file'), 'w') as f:
       f.write('')
+    os.symlink(os.path.join(self.dir, 'gone'), os.path.join(self.dir, 'dangling'))
+    os.symlink('loop', os.path.join(self.dir, 'loop'))
     before = sorted(os.listdir(self.dir))
     for call in (tf_mp.check_export_dir,
                  lambda path: tf_mp.export_saved_model(tf_mp.build_model(None, SMALL), path)):
@@ -545,6 +555,16 @@ class ExportTest(parameterized.TestCase, tf.test.TestCase):
     path = os.path.join(self.dir, 'a', 'b', 'model')
     self.assertEqual(tf_mp.check_export_dir(path), path)
     self.assertTrue(os.path.isdir(os.path.dirname(path)))
+
+  def test_a_link_to_an_empty_directory_receives_the_export(self):
+    # The export failed after training (os.rmdir of the link: "Not a directory").
+    target = os.path.join(self.dir, 'target')
+    os.mkdir(target)
+    link = os.path.join(self.dir, 'link')
+    os.symlink(target, link)
+    self.assertEqual(tf_mp.export_saved_model(tf_mp.build_model(None, SMALL), link), target)
+    self.assertTrue(os.path.islink(link))
+    self.assertTrue(os.path.exists(os.path.join(link, 'saved_model.pb')))
 
   def test_failed_export_leaves_nothing(self):
     model = tf_mp.build_model(None, SMALL)

@@ -13,6 +13,7 @@ import json
 import os
 import stat
 import tempfile
+from typing import Optional
 
 from tf_mp.errors import TfMpError
 
@@ -48,6 +49,30 @@ def check_input_file(path, what: str, expected: str) -> str:
   return os.fspath(path)
 
 
+def broken_link(path: str) -> Optional[str]:
+  """Why `path` cannot be created, if a link on the way is broken; else None.
+
+  Of the parts of `path` that do not exist, the first one that is a symbolic
+  link (a loop, or one to a missing target) makes every later step fail with
+  a misleading "File exists" or "is a file". Returns e.g. "'/a/link' is a
+  symbolic link to '/gone', which does not exist".
+  """
+  part = os.path.abspath(path)
+  while not os.path.exists(part):
+    if os.path.islink(part):
+      try:
+        os.stat(part)
+      except OSError as e:
+        if e.errno == errno.ELOOP:
+          return f'{part!r} is a symbolic link loop'
+      return f'{part!r} is a symbolic link to {os.readlink(part)!r}, which does not exist'
+    parent = os.path.dirname(part)
+    if parent == part:
+      break
+    part = parent
+  return None
+
+
 def check_writable_dir(path, what: str, *, create: bool = True) -> str:
   """Makes sure `path` is a directory this process can create files in.
 
@@ -70,6 +95,10 @@ def check_writable_dir(path, what: str, *, create: bool = True) -> str:
   if os.path.exists(path) and not os.path.isdir(path):
     raise TfMpError(f'{what} {path!r} exists and is not a directory; expected a '
                     'directory (or a path where one can be created)')
+  link = broken_link(path)
+  if link:
+    raise TfMpError(f'{what} {path!r} cannot be created: {link}; expected a directory '
+                    '(create the target, or remove the link)')
   if not os.path.isdir(path):
     if not create:
       raise TfMpError(f'{what} {path!r} does not exist; expected a directory')
@@ -139,7 +168,7 @@ def read_json(path: str, what: str = 'file'):
     raise TfMpError(f'{what} {path!r} is empty; expected the JSON tf_mp wrote there')
   try:
     return json.loads(raw.decode('utf-8'))
-  except (UnicodeDecodeError, ValueError) as e:
+  except (UnicodeDecodeError, ValueError, RecursionError) as e:  # Recursion: nested too deep.
     raise TfMpError(f'{what} {path!r} is damaged (not valid JSON: {e}); expected '
                     'the JSON tf_mp wrote there') from None
 
