@@ -6,7 +6,7 @@ chief's (worker 0's) lines are printed here; the other workers write theirs to
 files (`--log_dir`, default a temporary folder, whose path is printed when a
 worker fails). Waits for all; if any worker fails, stops the others and exits
 1 naming it and showing the end of its log. Ctrl-C (or SIGTERM) is passed on
-to every worker as SIGINT, so each stops at a step boundary; after
+to every worker as SIGTERM, so each stops at a step boundary; after
 --grace_seconds the rest are killed. Nothing is left running, even when this
 launcher is killed with SIGKILL (each worker then gets SIGTERM; Linux).
 
@@ -133,13 +133,17 @@ _BOTH = (signal.SIGINT, signal.SIGTERM)
 
 
 def stop(processes: list, grace_seconds: float, signals: _Signals) -> None:
-  """SIGINT to each running worker (once), then SIGKILL to those still running after the grace.
+  """SIGTERM to each running worker (once), then SIGKILL to those still running after the grace.
 
   Returns when every worker has exited. Another signal here ends the grace at once.
+  SIGTERM rather than SIGINT: a worker still in Python's own start-up (a
+  failure or --timeout right after the start) turns a SIGINT into a "Fatal
+  Python error" traceback on this terminal; a SIGTERM ends it quietly, and
+  in training both stop it at a step boundary.
   """
   for process in processes:
     if process.poll() is None and not getattr(process, 'interrupted', False):
-      process.send_signal(signal.SIGINT)
+      process.send_signal(signal.SIGTERM)
       process.interrupted = True
   seen, deadline = signals.count, time.monotonic() + grace_seconds
   while (any(p.poll() is None for p in processes) and time.monotonic() < deadline
