@@ -183,6 +183,10 @@ class BadFlagTest(parameterized.TestCase):
        r'batch_size 3 is not divisible by the 2 replicas in sync; expected a multiple of 2'),
       ('keras_batch_beyond_examples', KERAS, ['--batch_size=100000000'],
        r'batch_size 100000000 is larger than the \d+ examples; expected at most \d+'),
+      # absl read it to the end: the memory filled up (third adversarial run).
+      ('flagfile_dev_zero', TUTORIAL, ['--flagfile', '/dev/zero'],
+       r"--flagfile '/dev/zero' is not a regular file \(a device, pipe or socket\); "
+       r'expected a text file of flags, one per line$'),
       ('logdir_inside_export_dir', TUTORIAL, ['--logdir', NEW_DIR + '/logs',
                                               '--export_dir', NEW_DIR],
        rf"--logdir '{NEW_DIR}/logs' is inside --export_dir '{NEW_DIR}'; expected "
@@ -208,6 +212,20 @@ class ChecksBeforeTrainingTest(parameterized.TestCase):
   def test_device_count_check(self, spec, message):
     with self.assertRaisesRegex(tf_mp.TfMpError, re.escape(message)):
       cli.check_device_count(spec, 3, 'sub-models')
+
+  def test_flag_files_nested_or_not_must_be_regular_files(self):
+    tmp = tempfile.mkdtemp()
+    outer, inner = os.path.join(tmp, 'outer'), os.path.join(tmp, 'inner')
+    with open(outer, 'w') as f:
+      f.write(f'--steps=3\n--flagfile={inner}\n--flagfile={outer}\n')  # Itself: skipped.
+    with open(inner, 'w') as f:
+      f.write('--flagfile=/dev/zero\n')
+    with self.assertRaisesRegex(tf_mp.TfMpError, r"^--flagfile '/dev/zero' is not a regular "
+                                r'file \(a device, pipe or socket\)'):
+      cli._check_flag_files(['--steps', '2', f'--flagfile={outer}'])  # pylint: disable=protected-access
+    with open(inner, 'w') as f:
+      f.write('--log_every=1\n')
+    cli._check_flag_files(['-flagfile', outer])  # pylint: disable=protected-access
 
   @parameterized.parameters('auto', 'cpu:0', 'cpu:0,cpu:1,cpu:2', 'gpu:0,gpu:1;gpu:2')
   def test_device_lists_that_fit_pass(self, spec):

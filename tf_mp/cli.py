@@ -287,6 +287,10 @@ def parse_flags(argv, doc: Optional[str] = None) -> list:
     print(usage(doc))
     sys.exit(0)
   try:
+    _check_flag_files(options)
+  except TfMpError as e:
+    _fail(str(e))
+  try:
     rest = FLAGS(argv)
   except flags.Error as e:
     _fail(f'{e}; see --help')
@@ -298,6 +302,28 @@ def parse_flags(argv, doc: Optional[str] = None) -> list:
       _fail(f'flag --{name}={value}: {value} is larger than 2^63 - 1 ({INT64_MAX}), the '
             "largest integer TensorFlow's int64 counters hold; see --help")
   return rest
+
+
+def _check_flag_files(args, seen: tuple = ()) -> None:
+  """Refuses a --flagfile (given or nested in one) that is not a regular file.
+
+  absl reads a flag file to its end: /dev/zero filled the memory, a fifo
+  waited forever. (A file already being read is skipped, as absl does.)
+  """
+  from tf_mp.files import check_input_file  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  for i, arg in enumerate(args):
+    name = None
+    for prefix in ('--flagfile=', '-flagfile='):
+      if arg.startswith(prefix):
+        name = arg[len(prefix):]
+    if arg in ('--flagfile', '-flagfile') and i + 1 < len(args):
+      name = args[i + 1]
+    name = os.path.expanduser(name.strip()) if name is not None else ''
+    if not name or name in seen:
+      continue
+    check_input_file(name, '--flagfile', 'expected a text file of flags, one per line')
+    with open(name, errors='replace') as f:
+      _check_flag_files([line.strip() for line in f], seen + (name,))
 
 
 @contextlib.contextmanager
