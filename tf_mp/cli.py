@@ -453,11 +453,8 @@ def check_writable_dir(path: str, flag: str) -> None:
   """
   if not path:
     raise TfMpError(f'--{flag} is empty; expected a directory path')
-  from tf_mp.files import broken_link  # pylint: disable=g-import-not-at-top  (no TensorFlow)
-  link = broken_link(path)
-  if link:
-    raise TfMpError(f'--{flag} {path!r} cannot be created: {link}; expected a directory '
-                    '(create the target, or remove the link)')
+  from tf_mp.files import refuse_broken_link  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  refuse_broken_link(path, f'--{flag}')
   absolute = os.path.abspath(path)
   existing = absolute
   while not os.path.exists(existing):

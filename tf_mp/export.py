@@ -7,7 +7,7 @@ import tempfile
 import tensorflow as tf
 
 from tf_mp.errors import TfMpError
-from tf_mp.files import broken_link, check_path, check_writable_dir
+from tf_mp.files import check_path, check_writable_dir, refuse_broken_link
 
 
 def check_export_dir(export_dir: str) -> str:
@@ -25,10 +25,7 @@ def check_export_dir(export_dir: str) -> str:
       not empty, or its parent cannot be created or written.
   """
   path = check_path(export_dir, 'export directory')
-  link = broken_link(path)
-  if link:
-    raise TfMpError(f'export directory {export_dir!r} cannot be created: {link}; expected '
-                    'a new path or an empty directory (create the target, or remove the link)')
+  refuse_broken_link(path, 'export directory', 'expected a new path or an empty directory')
   if os.path.islink(path):  # To an empty directory: the export goes there (the link stays).
     path = os.path.realpath(path)
   if os.path.isdir(path) and os.listdir(path):

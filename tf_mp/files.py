@@ -73,6 +73,14 @@ def broken_link(path: str) -> Optional[str]:
   return None
 
 
+def refuse_broken_link(path: str, what: str, expected: str = 'expected a directory') -> None:
+  """TfMpError, naming the link, when `broken_link(path)` finds one."""
+  link = broken_link(path)
+  if link:
+    raise TfMpError(f'{what} {path!r} cannot be created: {link}; {expected} (create the '
+                    'target, or remove the link)')
+
+
 def check_writable_dir(path, what: str, *, create: bool = True) -> str:
   """Makes sure `path` is a directory this process can create files in.
 
@@ -95,10 +103,7 @@ def check_writable_dir(path, what: str, *, create: bool = True) -> str:
   if os.path.exists(path) and not os.path.isdir(path):
     raise TfMpError(f'{what} {path!r} exists and is not a directory; expected a '
                     'directory (or a path where one can be created)')
-  link = broken_link(path)
-  if link:
-    raise TfMpError(f'{what} {path!r} cannot be created: {link}; expected a directory '
-                    '(create the target, or remove the link)')
+  refuse_broken_link(path, what)
   if not os.path.isdir(path):
     if not create:
       raise TfMpError(f'{what} {path!r} does not exist; expected a directory')
