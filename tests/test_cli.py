@@ -213,7 +213,7 @@ class ChecksBeforeTrainingTest(parameterized.TestCase):
     with self.assertRaisesRegex(tf_mp.TfMpError, re.escape(message)):
       cli.check_device_count(spec, 3, 'sub-models')
 
-  def test_keras_save_through_a_dangling_link_is_refused_before_training(self):
+  def test_keras_save_through_a_dangling_link_or_to_a_fifo_is_refused_before_training(self):
     tmp = tempfile.mkdtemp()
     link = os.path.join(tmp, 'm.keras')
     os.symlink(os.path.join(tmp, 'gone', 'x.keras'), link)
@@ -223,6 +223,13 @@ class ChecksBeforeTrainingTest(parameterized.TestCase):
                      f"created: {link!r} is a symbolic link to '{tmp}/gone/x.keras', which "
                      'does not exist; expected the path of a .keras file (create the '
                      'target, or remove the link)\n')
+    fifo = os.path.join(tmp, 'f.keras')  # The save, after training, waited on it forever.
+    os.mkfifo(fifo)
+    result = run(KERAS, '--save', fifo)
+    self.assertEqual(result.returncode, 1, result.stderr)
+    self.assertEqual(result.stderr, f'tutorial_keras.py: error: --save {fifo!r} is not a '
+                     'regular file (a device, pipe or socket); expected the path of a .keras '
+                     'file\n')
 
   def test_flag_files_nested_or_not_must_be_regular_files(self):
     tmp = tempfile.mkdtemp()
