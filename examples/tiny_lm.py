@@ -44,8 +44,9 @@ cli.require_finite('temperature', 0, inclusive=True, note=' (0: the most likely 
 # One model call per character (about 40 ms at the default sizes on a busy
 # 2-core CPU): the bound keeps the sample to minutes.
 MAX_SAMPLE_LENGTH = 10_000
-flags.DEFINE_integer('sample_length', 200, 'Characters to generate (at most '
-                     f'{MAX_SAMPLE_LENGTH:,}).', lower_bound=0, upper_bound=MAX_SAMPLE_LENGTH)
+flags.DEFINE_integer('sample_length', 200, 'Characters to generate (0: no sample; at '
+                     f'most {MAX_SAMPLE_LENGTH:,}).', lower_bound=0,
+                     upper_bound=MAX_SAMPLE_LENGTH)
 
 
 def check_flags():
@@ -65,7 +66,8 @@ def main(argv):
                        num_blocks=FLAGS.num_blocks, mlp_units=FLAGS.mlp_units, seed=FLAGS.seed)
   # Check the sampling flags, and the sizes against the memory, before
   # spending minutes on building and training.
-  lm.check_sampling(corpus.vocab, FLAGS.prompt, FLAGS.sample_length, FLAGS.temperature)
+  if FLAGS.sample_length:  # 0, which the flag allows, was refused by check_sampling.
+    lm.check_sampling(corpus.vocab, FLAGS.prompt, FLAGS.sample_length, FLAGS.temperature)
   lm.check_lm_fits(config, FLAGS.batch_size)
   model = lm.build_lm(config, FLAGS.devices, tensor_parallel=FLAGS.tensor_parallel)
   trainer = lm.LMTrainer(model, FLAGS.learning_rate)
@@ -96,10 +98,11 @@ def main(argv):
   if steps:
     print(f'Done: {steps} steps in {seconds:.0f} s, '
           f'{steps * FLAGS.batch_size * FLAGS.context / seconds:.0f} tokens/s')
-  sample = lm.generate(model, corpus.vocab, FLAGS.prompt, FLAGS.sample_length,
-                       temperature=FLAGS.temperature, seed=FLAGS.seed)
-  print(f'Sample (prompt {FLAGS.prompt!r}, temperature {FLAGS.temperature}):')
-  print(FLAGS.prompt + sample)
+  if FLAGS.sample_length:
+    sample = lm.generate(model, corpus.vocab, FLAGS.prompt, FLAGS.sample_length,
+                         temperature=FLAGS.temperature, seed=FLAGS.seed)
+    print(f'Sample (prompt {FLAGS.prompt!r}, temperature {FLAGS.temperature}):')
+    print(FLAGS.prompt + sample)
 
 
 if __name__ == '__main__':

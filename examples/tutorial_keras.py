@@ -25,6 +25,7 @@ from absl import flags
 import tf_mp
 from tf_mp.checks import divisible_batch  # no TensorFlow: usable before it loads
 from tf_mp.errors import TfMpError
+from tf_mp.files import refuse_broken_link  # no TensorFlow either
 
 FLAGS = flags.FLAGS
 cli.define_training_flags(steps=10000, batch_size=64, log_every=100,
@@ -49,6 +50,11 @@ def check_flags():
     if os.path.isdir(FLAGS.save):
       raise TfMpError(f'--save {FLAGS.save!r} is a directory; expected the path of a '
                       '.keras file')
+    if os.path.exists(FLAGS.save) and not os.path.isfile(FLAGS.save):  # It waited on a fifo.
+      raise TfMpError(f'--save {FLAGS.save!r} is not a regular file (a device, pipe or '
+                      'socket); expected the path of a .keras file')
+    # A dangling link failed only at the save, after training.
+    refuse_broken_link(FLAGS.save, '--save', 'expected the path of a .keras file')
     cli.check_writable_dir(os.path.dirname(os.path.abspath(FLAGS.save)), 'save')
 
 

@@ -272,6 +272,14 @@ _CASES = (
      lambda: tf_mp.build_model('/job:worker/task:1/device:CPU:0', SMALL),
      "device '/job:worker/task:1/device:CPU:0' is on job 'worker', but this "
      'process is in no cluster with that job'),
+    # Another task or replica of localhost: "unknown device" at the first tensor before.
+    ('local_job_other_task',
+     lambda: tf_mp.build_model('/job:localhost/replica:0/task:1/device:CPU:0', SMALL),
+     "device '/job:localhost/replica:0/task:1/device:CPU:0' names task 1 of job "
+     'localhost, but this process is task 0; expected a local device such as "cpu:0"'),
+    ('local_job_other_replica',
+     lambda: tf_mp.resolve_devices('cpu:0,/job:localhost/replica:2/device:CPU:1', 2),
+     'names replica 2 of job localhost, but this process is replica 0'),
     ('strategy_none_remote_job',
      lambda: tf_mp.distribute.create_strategy('none', '/job:worker/task:1/device:CPU:0'),
      "is on job 'worker'"),

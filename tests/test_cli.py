@@ -183,6 +183,10 @@ class BadFlagTest(parameterized.TestCase):
        r'batch_size 3 is not divisible by the 2 replicas in sync; expected a multiple of 2'),
       ('keras_batch_beyond_examples', KERAS, ['--batch_size=100000000'],
        r'batch_size 100000000 is larger than the \d+ examples; expected at most \d+'),
+      # absl read it to the end: the memory filled up (third adversarial run).
+      ('flagfile_dev_zero', TUTORIAL, ['--flagfile', '/dev/zero'],
+       r"--flagfile '/dev/zero' is not a regular file \(a device, pipe or socket\); "
+       r'expected a text file of flags, one per line$'),
       ('logdir_inside_export_dir', TUTORIAL, ['--logdir', NEW_DIR + '/logs',
                                               '--export_dir', NEW_DIR],
        rf"--logdir '{NEW_DIR}/logs' is inside --export_dir '{NEW_DIR}'; expected "
@@ -209,6 +213,38 @@ class ChecksBeforeTrainingTest(parameterized.TestCase):
     with self.assertRaisesRegex(tf_mp.TfMpError, re.escape(message)):
       cli.check_device_count(spec, 3, 'sub-models')
 
+  def test_keras_save_through_a_dangling_link_or_to_a_fifo_is_refused_before_training(self):
+    tmp = tempfile.mkdtemp()
+    link = os.path.join(tmp, 'm.keras')
+    os.symlink(os.path.join(tmp, 'gone', 'x.keras'), link)
+    result = run(KERAS, '--save', link)
+    self.assertEqual(result.returncode, 1, result.stderr)
+    self.assertEqual(result.stderr, f"tutorial_keras.py: error: --save {link!r} cannot be "
+                     f"created: {link!r} is a symbolic link to '{tmp}/gone/x.keras', which "
+                     'does not exist; expected the path of a .keras file (create the '
+                     'target, or remove the link)\n')
+    fifo = os.path.join(tmp, 'f.keras')  # The save, after training, waited on it forever.
+    os.mkfifo(fifo)
+    result = run(KERAS, '--save', fifo)
+    self.assertEqual(result.returncode, 1, result.stderr)
+    self.assertEqual(result.stderr, f'tutorial_keras.py: error: --save {fifo!r} is not a '
+                     'regular file (a device, pipe or socket); expected the path of a .keras '
+                     'file\n')
+
+  def test_flag_files_nested_or_not_must_be_regular_files(self):
+    tmp = tempfile.mkdtemp()
+    outer, inner = os.path.join(tmp, 'outer'), os.path.join(tmp, 'inner')
+    with open(outer, 'w') as f:
+      f.write(f'--steps=3\n--flagfile={inner}\n--flagfile={outer}\n')  # Itself: skipped.
+    with open(inner, 'w') as f:
+      f.write('--flagfile=/dev/zero\n')
+    with self.assertRaisesRegex(tf_mp.TfMpError, r"^--flagfile '/dev/zero' is not a regular "
+                                r'file \(a device, pipe or socket\)'):
+      cli._check_flag_files(['--steps', '2', f'--flagfile={outer}'])  # pylint: disable=protected-access
+    with open(inner, 'w') as f:
+      f.write('--log_every=1\n')
+    cli._check_flag_files(['-flagfile', outer])  # pylint: disable=protected-access
+
   @parameterized.parameters('auto', 'cpu:0', 'cpu:0,cpu:1,cpu:2', 'gpu:0,gpu:1;gpu:2')
   def test_device_lists_that_fit_pass(self, spec):
     cli.check_device_count(spec, 3, 'sub-models')
@@ -229,6 +265,21 @@ class ChecksBeforeTrainingTest(parameterized.TestCase):
       cli.check_writable_dir(os.path.join(a_file, 'sub'), 'export_dir')
     with self.assertRaisesRegex(tf_mp.TfMpError, r'^--logdir is empty'):
       cli.check_writable_dir('', 'logdir')
+    # A broken link on the way: TensorFlow's summary writer failed in a
+    # traceback; the export and checkpoint checks said "a file" / "File exists".
+    os.symlink(os.path.join(tmp, 'gone'), os.path.join(tmp, 'dangling'))
+    os.symlink('loop', os.path.join(tmp, 'loop'))
+    for path, link in ((os.path.join(tmp, 'dangling', 'sub'),
+                        rf"'{tmp}/dangling' is a symbolic link to '{tmp}/gone', which does "
+                        'not exist'),
+                       (os.path.join(tmp, 'loop'), rf"'{tmp}/loop' is a symbolic link loop")):
+      with self.assertRaisesRegex(tf_mp.TfMpError, rf"^--logdir '{path}' cannot be created: "
+                                  rf'{link}; expected a directory \(create the target, or '
+                                  r'remove the link\)$'):
+        cli.check_writable_dir(path, 'logdir')
+      with self.assertRaisesRegex(tf_mp.TfMpError, rf'^checkpoint directory .* cannot be '
+                                  rf'created: {link}'):
+        tf_mp.TrainingCheckpoints(path, tf_mp.Trainer(tf_mp.build_model(None)))
 
 
 class SignalTest(parameterized.TestCase):
@@ -294,6 +345,18 @@ class StartUpTest(parameterized.TestCase):
     self.assertEqual(result.returncode, 130, result.stderr)
     self.assertEqual(result.stderr, 'tutorial.py: stopped by SIGINT while starting; '
                      'nothing was run\n')
+
+  def test_a_second_signal_while_exiting_keeps_the_first_ones_status(self):
+    # The second signal arrives after the stop line, during the interpreter's
+    # shutdown (an atexit hook stands in for TensorFlow's slow teardown): it
+    # killed the program by that signal, status -15 instead of 130.
+    result = run(['-c', "import sys; sys.argv[0] = 'tutorial.py'; from tf_mp import cli; "
+                  'import atexit, os, signal, time; '
+                  'atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), '
+                  'time.sleep(0.5))); '
+                  'cli.run(lambda argv: os.kill(os.getpid(), signal.SIGINT))'])
+    self.assertEqual(result.returncode, 130, result.stderr)
+    self.assertEqual(result.stderr, 'tutorial.py: stopped by SIGINT\n')
 
   def test_a_signal_is_not_swallowed_by_except_exception(self):
     # `Stopped` used to be an Exception: TensorFlow code that catches

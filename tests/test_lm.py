@@ -233,6 +233,14 @@ class BadInputTest(parameterized.TestCase, tf.test.TestCase):
         lm.generate(model, vocab, args['prompt'], args['length'],
                     temperature=args['temperature'])
 
+  def test_a_temperature_near_zero_samples_the_most_likely(self):
+    # 1e-320 made the probabilities NaN: a numpy ValueError traceback after training.
+    vocab = lm.CharVocab.from_text('abc ')
+    model = lm.build_lm(lm.LMConfig(vocab_size=vocab.size, context=4, d_model=4,
+                                    num_heads=1, num_blocks=1, mlp_units=4), ['cpu:0'])
+    self.assertEqual(lm.generate(model, vocab, 'ab', 6, temperature=1e-320),
+                     lm.generate(model, vocab, 'ab', 6, temperature=0.0))
+
   def test_bad_windows(self):
     model = lm.build_lm(SMALL, ['cpu:0'])
     trainer = lm.LMTrainer(model)

@@ -55,6 +55,10 @@ class TinyLmExampleTest(absltest.TestCase):
     # Resuming is tested in-process (test_lm.py); here the checkpoints exist.
     self.assertTrue(any(name.startswith('ckpt-4') for name in os.listdir(logdir)))
     self.assertIn('tiny_lm.json', os.listdir(logdir))
+    # --sample_length 0, which the flag allows, means no sample (it was refused).
+    again = run_lm(*common, '--steps', '4', '--sample_length', '0')
+    self.assertEqual(again.returncode, 0, again.stderr)
+    self.assertEqual(again.stdout.splitlines()[-1], f'Resumed from step 4 ({logdir})')
 
   def test_bad_inputs_are_one_line_errors(self):
     binary = os.path.join(tempfile.mkdtemp(), 'binary.txt')

@@ -159,6 +159,20 @@ class CheckpointDirectoryTest(parameterized.TestCase, tf.test.TestCase):
     _, messages = self.resume()
     self.assertEqual(messages, [f'Resumed from {self.dir}/ckpt-20 at step 20'])
 
+  def test_state_file_that_is_a_fifo_is_recovered_not_waited_on(self):
+    # Reading it waited for a writer forever (third adversarial run).
+    at_20 = self.train_with_checkpoints()
+    state_file = os.path.join(self.dir, 'checkpoint')
+    os.remove(state_file)
+    os.mkfifo(state_file)
+    trainer, messages = self.resume()
+    self.assertEqual(messages, [
+        f'checkpoint state file {state_file!r} cannot be read (not a regular file but a '
+        'device, pipe or socket); recovered the list from the checkpoints present '
+        f'(ckpt-10, ckpt-20); the damaged file is kept as {state_file}.damaged',
+        f'Resumed from {self.dir}/ckpt-20 at step 20'])
+    self.assert_state_equal(at_20, trainer)
+
   def test_missing_state_file_is_recovered_not_restarted(self):
     at_20 = self.train_with_checkpoints()
     os.remove(os.path.join(self.dir, 'checkpoint'))
@@ -178,6 +192,19 @@ class CheckpointDirectoryTest(parameterized.TestCase, tf.test.TestCase):
     self.assertLen(messages, 3)
     self.assertStartsWith(messages[1], f'Checkpoint {self.dir}/ckpt-20 is unreadable')
     self.assertEqual(messages[2], f'Resumed from {self.dir}/ckpt-10 at step 10')
+    self.assertEqual(int(trainer.step.numpy()), 10)
+
+  def test_newest_index_that_is_a_fifo_falls_back_to_the_previous(self):
+    # TensorFlow's reader waited on it forever (third adversarial run).
+    self.train_with_checkpoints()
+    index = os.path.join(self.dir, 'ckpt-20.index')
+    os.remove(index)
+    os.mkfifo(index)
+    trainer, messages = self.resume()
+    self.assertEqual(messages, [
+        f'Checkpoint {self.dir}/ckpt-20 is unreadable (ckpt-20.index is not a regular file '
+        'but a directory, device, pipe or socket); trying the previous one',
+        f'Resumed from {self.dir}/ckpt-10 at step 10'])
     self.assertEqual(int(trainer.step.numpy()), 10)
 
   def test_damaged_state_and_no_readable_checkpoint_is_refused(self):
@@ -388,15 +415,35 @@ class RunSettingsTest(tf.test.TestCase):
       tf_mp.resume_training(self.dir, new_trainer(), settings={'seed': 9})
     self.assertEqual(sorted(os.listdir(self.dir)), listing)
 
+  def test_settings_file_that_is_a_fifo_or_a_directory_is_one_line(self):
+    # A fifo blocked the program forever; a link to /dev/zero filled the memory.
+    self.save(self.SETTINGS)
+    path = os.path.join(self.dir, SETTINGS_FILE)
+    for make, reason in ((os.mkfifo, 'not a regular file but a device, pipe or socket'),
+                         (lambda p: os.symlink('/dev/zero', p),
+                          'not a regular file but a device, pipe or socket'),
+                         (os.mkdir, 'Is a directory')):
+      if os.path.isdir(path):
+        os.rmdir(path)
+      else:
+        os.remove(path)
+      make(path)
+      with self.assertRaises(tf_mp.TfMpError) as caught:
+        tf_mp.resume_training(self.dir, new_trainer(), settings=self.SETTINGS)
+      self.assertEqual(one_line(self, caught.exception),
+                       f'run settings file {path!r} cannot be read ({reason})')
+
   def test_damaged_settings_file_is_one_line(self):
     self.save(self.SETTINGS)
-    with open(os.path.join(self.dir, SETTINGS_FILE), 'w') as f:
-      f.write('{"seed": ')
-    with self.assertRaises(tf_mp.TfMpError) as caught:
-      tf_mp.resume_training(self.dir, new_trainer(), settings=self.SETTINGS)
-    self.assertRegex(one_line(self, caught.exception),
-                     r"^run settings file '.*run_settings.json' is damaged \(not "
-                     r'valid JSON: .*\); expected the JSON tf_mp wrote there$')
+    # Truncated; nested too deep for the parser (a RecursionError traceback before).
+    for text in ('{"seed": ', '[' * 100_000 + ']' * 100_000):
+      with open(os.path.join(self.dir, SETTINGS_FILE), 'w') as f:
+        f.write(text)
+      with self.assertRaises(tf_mp.TfMpError) as caught:
+        tf_mp.resume_training(self.dir, new_trainer(), settings=self.SETTINGS)
+      self.assertRegex(one_line(self, caught.exception),
+                       r"^run settings file '.*run_settings.json' is damaged \(not "
+                       r'valid JSON: .*\); expected the JSON tf_mp wrote there$')
 
   def test_data_identity_tells_data_sets_apart(self):
     x, y = small_data()
@@ -476,10 +523,18 @@ class ExportTest(parameterized.TestCase, tf.test.TestCase):
       ('not_empty', lambda d: d, 'already exists and is not empty'),
       ('parent_is_a_file', lambda d: os.path.join(d, 'file', 'model'),
        'cannot be written: directory .* exists and is not a directory'),
+      # Both were called "a file" before.
+      ('dangling_link', lambda d: os.path.join(d, 'dangling'),
+       r"cannot be created: '.*/dangling' is a symbolic link to '.*/gone', which does "
+       r'not exist; expected a new path or an empty directory \(create the target'),
+      ('link_loop', lambda d: os.path.join(d, 'loop', 'model'),
+       r"cannot be created: '.*/loop' is a symbolic link loop"),
   )
   def test_bad_export_dir_is_one_line_before_anything_is_written(self, make, message):
     with open(os.path.join(self.dir, 'file'), 'w') as f:
       f.write('')
+    os.symlink(os.path.join(self.dir, 'gone'), os.path.join(self.dir, 'dangling'))
+    os.symlink('loop', os.path.join(self.dir, 'loop'))
     before = sorted(os.listdir(self.dir))
     for call in (tf_mp.check_export_dir,
                  lambda path: tf_mp.export_saved_model(tf_mp.build_model(None, SMALL), path)):
@@ -500,6 +555,16 @@ class ExportTest(parameterized.TestCase, tf.test.TestCase):
     path = os.path.join(self.dir, 'a', 'b', 'model')
     self.assertEqual(tf_mp.check_export_dir(path), path)
     self.assertTrue(os.path.isdir(os.path.dirname(path)))
+
+  def test_a_link_to_an_empty_directory_receives_the_export(self):
+    # The export failed after training (os.rmdir of the link: "Not a directory").
+    target = os.path.join(self.dir, 'target')
+    os.mkdir(target)
+    link = os.path.join(self.dir, 'link')
+    os.symlink(target, link)
+    self.assertEqual(tf_mp.export_saved_model(tf_mp.build_model(None, SMALL), link), target)
+    self.assertTrue(os.path.islink(link))
+    self.assertTrue(os.path.exists(os.path.join(link, 'saved_model.pb')))
 
   def test_failed_export_leaves_nothing(self):
     model = tf_mp.build_model(None, SMALL)

@@ -4,21 +4,23 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 from absl.testing import absltest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(ROOT, 'tools', 'run_local_cluster.py')
 
-# A stand-in worker: ignores SIGINT (as a worker blocked in a collective
+# A stand-in worker: ignores SIGTERM (as a worker blocked in a collective
 # does), writes its pid; worker 1, once worker 0 is up, interrupts the launcher.
 FAKE_WORKER = textwrap.dedent('''\
     import json, os, signal, sys, time
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     index = json.loads(os.environ['TF_CONFIG'])['task']['index']
     directory = sys.argv[-1]
     with open(os.path.join(directory, f'pid_{index}.tmp'), 'w') as f:
@@ -86,6 +88,16 @@ class RunLocalClusterTest(absltest.TestCase):
       self.assertRegex(result.stderr, rf'^run_local_cluster: error: {message}.*\n$')
       self.assertLen(result.stderr.splitlines(), 1, result.stderr)
 
+  def test_workers_stopped_during_their_start_up_print_nothing(self):
+    # They got SIGINT, which Python's start-up turned into a "Fatal Python
+    # error" and a KeyboardInterrupt traceback on the chief's terminal.
+    log_dir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, log_dir, ignore_errors=True)
+    result = launch('--timeout', '1e-9', '--log_dir', log_dir, '--', '--steps', '100')
+    self.assertEqual(result.returncode, 1, result.stderr)
+    self.assertEqual(result.stderr, 'run_local_cluster: not done after --timeout 1e-09 s; '
+                     f'stopped all workers (logs in {log_dir})\n')
+
   def test_interrupt_stops_then_kills_and_reaps_every_worker(self):
     spec = importlib.util.spec_from_file_location('run_local_cluster', LAUNCHER)
     tool = importlib.util.module_from_spec(spec)
@@ -107,6 +119,43 @@ class RunLocalClusterTest(absltest.TestCase):
         pid = int(f.read())
       with self.assertRaises(ProcessLookupError, msg=f'worker {index} still exists'):
         os.kill(pid, 0)  # Gone, and reaped (a zombie would still answer).
+
+  def test_workers_do_not_outlive_a_launcher_killed_by_sigkill(self):
+    # Worker 1 kills the launcher with SIGKILL once worker 0 is up; before,
+    # both workers (in their own sessions) trained on with no one to stop them.
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    worker = os.path.join(directory, 'worker.py')
+    with open(worker, 'w') as f:
+      f.write(FAKE_WORKER.replace('signal.SIGTERM, signal.SIG_IGN', 'signal.SIGTERM, '
+                                  'signal.SIG_DFL').replace('os.getppid(), signal.SIGINT',
+                                                            'os.getppid(), signal.SIGKILL'))
+    script = textwrap.dedent(f'''\
+        import importlib.util, sys
+        sys.path.insert(0, {os.path.dirname(LAUNCHER)!r})
+        spec = importlib.util.spec_from_file_location('tool', {LAUNCHER!r})
+        tool = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(tool)
+        tool.TUTORIAL = {worker!r}
+        tool.main(['--workers', '2', '--log_dir', {directory!r}, '--', {directory!r}])
+        ''')
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=ROOT))
+    self.assertEqual(result.returncode, -9, result.stderr)
+    for index in (0, 1):
+      with open(os.path.join(directory, f'pid_{index}')) as f:
+        pid = int(f.read())
+      for _ in range(600):  # Bounded: the SIGTERM is immediate; 60 s at most.
+        try:
+          with open(f'/proc/{pid}/stat') as f:
+            if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+              break  # Exited; only waiting for init to reap it.
+        except FileNotFoundError:
+          break
+        time.sleep(0.1)
+      else:
+        os.kill(pid, signal.SIGKILL)
+        self.fail(f'worker {index} (pid {pid}) still running after its launcher was killed')
 
 
 if __name__ == '__main__':

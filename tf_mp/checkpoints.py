@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import traceback
 from typing import Callable, List, Mapping, Optional, Tuple
 
@@ -41,7 +42,7 @@ from tensorflow.python.training.checkpoint_state_pb2 import CheckpointState  # p
 from tf_mp.checks import (boolean, has_attributes, non_finite_variable, non_negative_int,
                           optional_callable, positive_int, trainer_of)
 from tf_mp.errors import TfMpError
-from tf_mp.files import check_path, check_writable_dir, read_json
+from tf_mp.files import check_path, check_writable_dir, read_json, read_regular_file
 from tf_mp.files import write_json_atomic, write_text_atomic
 
 # Errors that mean "this checkpoint's files are missing or damaged".
@@ -186,6 +187,11 @@ class TrainingCheckpoints:
     variables = self._variables()
     before = [v.numpy() for v in variables]
     for path in candidates:
+      special = _not_regular(path)
+      if special:  # TensorFlow would wait on a fifo forever.
+        failures.append(f'{os.path.basename(path)}: {special}')
+        self._log(f'Checkpoint {path} is unreadable ({special}); trying the previous one')
+        continue
       if _name_based(path):
         # TensorFlow would restore it by global names, with warnings, and fail.
         failures.append(f'{os.path.basename(path)}: a TF1 (name-based) checkpoint, '
@@ -398,8 +404,7 @@ def read_state(directory: str) -> Tuple[Optional[List[str]], Optional[str]]:
   if not os.path.lexists(path):
     return None, None
   try:
-    with open(path, 'rb') as f:
-      raw = f.read()
+    raw = read_regular_file(path)
   except OSError as e:
     return None, f'cannot be read ({e.strerror})'
   if not raw.strip():
@@ -492,6 +497,20 @@ def _state_text(prefixes: List[str]) -> str:
           ''.join(f'all_model_checkpoint_paths: {n}\n' for n in names) +
           ''.join(f'all_model_checkpoint_timestamps: {t!r}\n' for t in times) +
           f'last_preserved_timestamp: {times[0] - 1.0!r}\n')
+
+
+def _not_regular(prefix: str) -> Optional[str]:
+  """Says which file of checkpoint `prefix` is a fifo, device, socket or directory, if one is."""
+  directory, base = os.path.split(prefix)
+  for name in sorted(os.listdir(directory)):
+    if name == base + '.index' or name.startswith(base + '.data-'):
+      try:
+        mode = os.stat(os.path.join(directory, name)).st_mode
+      except OSError:
+        continue  # Missing or a dangling link: TensorFlow's own message says so.
+      if not stat.S_ISREG(mode):
+        return f'{name} is not a regular file but a directory, device, pipe or socket'
+  return None
 
 
 def _key(prefix: str) -> Optional[int]:

@@ -288,6 +288,10 @@ def parse_flags(argv, doc: Optional[str] = None) -> list:
     print(usage(doc))
     sys.exit(0)
   try:
+    _check_flag_files(options)
+  except TfMpError as e:
+    _fail(str(e))
+  try:
     rest = FLAGS(argv)
   except flags.Error as e:
     _fail(f'{e}; see --help')
@@ -299,6 +303,28 @@ def parse_flags(argv, doc: Optional[str] = None) -> list:
       _fail(f'flag --{name}={value}: {value} is larger than 2^63 - 1 ({INT64_MAX}), the '
             "largest integer TensorFlow's int64 counters hold; see --help")
   return rest
+
+
+def _check_flag_files(args, seen: tuple = ()) -> None:
+  """Refuses a --flagfile (given or nested in one) that is not a regular file.
+
+  absl reads a flag file to its end: /dev/zero filled the memory, a fifo
+  waited forever. (A file already being read is skipped, as absl does.)
+  """
+  from tf_mp.files import check_input_file  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  for i, arg in enumerate(args):
+    name = None
+    for prefix in ('--flagfile=', '-flagfile='):
+      if arg.startswith(prefix):
+        name = arg[len(prefix):]
+    if arg in ('--flagfile', '-flagfile') and i + 1 < len(args):
+      name = args[i + 1]
+    name = os.path.expanduser(name.strip()) if name is not None else ''
+    if not name or name in seen:
+      continue
+    check_input_file(name, '--flagfile', 'expected a text file of flags, one per line')
+    with open(name, errors='replace') as f:
+      _check_flag_files([line.strip() for line in f], seen + (name,))
 
 
 @contextlib.contextmanager
@@ -389,8 +415,11 @@ def run(main: Callable[[list], Optional[int]], doc: Optional[str] = None,
     # 130/143 for an interruption while waiting for peers, else 1.
     _fail(str(e), getattr(e, 'exit_status', 1))
   finally:
+    # After a stop signal the program is on its way out, its line printed: a
+    # second Ctrl-C (or SIGTERM) then, during the interpreter's shutdown, killed
+    # it by that signal (status -2/-15, the line's 130/143 lost).
     for s, handler in previous.items():
-      signal.signal(s, handler)
+      signal.signal(s, handler if _STOP.received is None else signal.SIG_IGN)
   # The program is done and has closed what it wrote (checkpoints, exports and
   # state files are written whole and closed; the summary writer is closed).
   # Freezing the heap spares the interpreter's exit its walks of every object
@@ -443,6 +472,8 @@ def check_writable_dir(path: str, flag: str) -> None:
   """
   if not path:
     raise TfMpError(f'--{flag} is empty; expected a directory path')
+  from tf_mp.files import refuse_broken_link  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  refuse_broken_link(path, f'--{flag}')
   absolute = os.path.abspath(path)
   existing = absolute
   while not os.path.exists(existing):

@@ -313,9 +313,23 @@ def check_devices_exist(names: Sequence[str],
                         f'{_names(existing)}); expected a local device such as '
                         '"cpu:0", or strategy multi_worker for a cluster')
       continue  # A device of the cluster: only the cluster can say more.
+    # This process is replica 0, task 0 of localhost; another one of either
+    # was an "unknown device" error at the first tensor.
+    for field in ('replica', 'task'):
+      value, ours = getattr(spec, field), sorted(_local_fields(existing, field))
+      if value is not None and ours and value not in ours:
+        raise TfMpError(f'device {shown!r} names {field} {value} of job localhost, but '
+                        f'this process is {field} {", ".join(map(str, ours))}; expected '
+                        'a local device such as "cpu:0"')
     if device_key(name) not in existing_specs:
       raise TfMpError(f'device {shown!r} does not exist; this machine has: '
                       f'{_names(existing)}')
+
+
+def _local_fields(existing, field: str) -> set:
+  """The replica or task numbers of this process's own (localhost) devices."""
+  specs = [tf.DeviceSpec.from_string(d.name) for d in existing]
+  return {getattr(s, field) or 0 for s in specs if s.job in (None, 'localhost')}
 
 
 def device_key(name: str) -> tuple:

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tf_mp.checks import non_finite_variable
 from tf_mp.errors import TfMpError, error_line
-from tf_mp.files import check_path, check_writable_dir
+from tf_mp.files import check_path, check_writable_dir, refuse_broken_link
 
 
 def check_export_dir(export_dir: str) -> str:
@@ -26,6 +26,9 @@ def check_export_dir(export_dir: str) -> str:
       not empty, or its parent cannot be created or written.
   """
   path = check_path(export_dir, 'export directory')
+  refuse_broken_link(path, 'export directory', 'expected a new path or an empty directory')
+  if os.path.islink(path):  # To an empty directory: the export goes there (the link stays).
+    path = os.path.realpath(path)
   if os.path.isdir(path) and os.listdir(path):
     raise TfMpError(f'export directory {export_dir!r} already exists and is not '
                     'empty; choose a new path (nothing is overwritten)')

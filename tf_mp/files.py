@@ -11,7 +11,9 @@ never a truncated one. Output directories are checked with
 import errno
 import json
 import os
+import stat
 import tempfile
+from typing import Optional
 
 from tf_mp.errors import TfMpError
 
@@ -47,6 +49,38 @@ def check_input_file(path, what: str, expected: str) -> str:
   return os.fspath(path)
 
 
+def broken_link(path: str) -> Optional[str]:
+  """Why `path` cannot be created, if a link on the way is broken; else None.
+
+  Of the parts of `path` that do not exist, the first one that is a symbolic
+  link (a loop, or one to a missing target) makes every later step fail with
+  a misleading "File exists" or "is a file". Returns e.g. "'/a/link' is a
+  symbolic link to '/gone', which does not exist".
+  """
+  part = os.path.abspath(path)
+  while not os.path.exists(part):
+    if os.path.islink(part):
+      try:
+        os.stat(part)
+      except OSError as e:
+        if e.errno == errno.ELOOP:
+          return f'{part!r} is a symbolic link loop'
+      return f'{part!r} is a symbolic link to {os.readlink(part)!r}, which does not exist'
+    parent = os.path.dirname(part)
+    if parent == part:
+      break
+    part = parent
+  return None
+
+
+def refuse_broken_link(path: str, what: str, expected: str = 'expected a directory') -> None:
+  """TfMpError, naming the link, when `broken_link(path)` finds one."""
+  link = broken_link(path)
+  if link:
+    raise TfMpError(f'{what} {path!r} cannot be created: {link}; {expected} (create the '
+                    'target, or remove the link)')
+
+
 def check_writable_dir(path, what: str, *, create: bool = True) -> str:
   """Makes sure `path` is a directory this process can create files in.
 
@@ -69,6 +103,7 @@ def check_writable_dir(path, what: str, *, create: bool = True) -> str:
   if os.path.exists(path) and not os.path.isdir(path):
     raise TfMpError(f'{what} {path!r} exists and is not a directory; expected a '
                     'directory (or a path where one can be created)')
+  refuse_broken_link(path, what)
   if not os.path.isdir(path):
     if not create:
       raise TfMpError(f'{what} {path!r} does not exist; expected a directory')
@@ -131,17 +166,34 @@ def read_json(path: str, what: str = 'file'):
     TfMpError: the file cannot be read, or is empty, truncated or not JSON.
   """
   try:
-    with open(path, 'rb') as f:
-      raw = f.read()
+    raw = read_regular_file(path)
   except OSError as e:
     raise TfMpError(f'{what} {path!r} cannot be read ({_reason(e)})') from None
   if not raw.strip():
     raise TfMpError(f'{what} {path!r} is empty; expected the JSON tf_mp wrote there')
   try:
     return json.loads(raw.decode('utf-8'))
-  except (UnicodeDecodeError, ValueError) as e:
+  except (UnicodeDecodeError, ValueError, RecursionError) as e:  # Recursion: nested too deep.
     raise TfMpError(f'{what} {path!r} is damaged (not valid JSON: {e}); expected '
                     'the JSON tf_mp wrote there') from None
+
+
+def read_regular_file(path: str) -> bytes:
+  """The bytes of `path`; OSError unless it is a regular file (or a link to one).
+
+  A pipe, device or socket in place of a file tf_mp wrote is refused without
+  reading from it: a fifo named `checkpoint` blocked the program forever, a
+  link to /dev/zero filled the memory. (Opened non-blocking: opening a fifo
+  waits for a writer otherwise.)
+  """
+  fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+  with os.fdopen(fd, 'rb') as f:
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+      raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+    if not stat.S_ISREG(mode):
+      raise OSError(errno.EINVAL, 'not a regular file but a device, pipe or socket')
+    return f.read()
 
 
 def _reason(error: OSError) -> str:

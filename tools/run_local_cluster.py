@@ -6,8 +6,9 @@ chief's (worker 0's) lines are printed here; the other workers write theirs to
 files (`--log_dir`, default a temporary folder, whose path is printed when a
 worker fails). Waits for all; if any worker fails, stops the others and exits
 1 naming it and showing the end of its log. Ctrl-C (or SIGTERM) is passed on
-to every worker as SIGINT, so each stops at a step boundary; after
---grace_seconds the rest are killed. Nothing is left running.
+to every worker as SIGTERM, so each stops at a step boundary; after
+--grace_seconds the rest are killed. Nothing is left running, even when this
+launcher is killed with SIGKILL (each worker then gets SIGTERM; Linux).
 
   .venv/bin/python tools/run_local_cluster.py --workers 2 -- --steps 1000
   .venv/bin/python tools/run_local_cluster.py --workers 2 -- --steps 1000 \\
@@ -132,13 +133,17 @@ _BOTH = (signal.SIGINT, signal.SIGTERM)
 
 
 def stop(processes: list, grace_seconds: float, signals: _Signals) -> None:
-  """SIGINT to each running worker (once), then SIGKILL to those still running after the grace.
+  """SIGTERM to each running worker (once), then SIGKILL to those still running after the grace.
 
   Returns when every worker has exited. Another signal here ends the grace at once.
+  SIGTERM rather than SIGINT: a worker still in Python's own start-up (a
+  failure or --timeout right after the start) turns a SIGINT into a "Fatal
+  Python error" traceback on this terminal; a SIGTERM ends it quietly, and
+  in training both stop it at a step boundary.
   """
   for process in processes:
     if process.poll() is None and not getattr(process, 'interrupted', False):
-      process.send_signal(signal.SIGINT)
+      process.send_signal(signal.SIGTERM)
       process.interrupted = True
   seen, deadline = signals.count, time.monotonic() + grace_seconds
   while (any(p.poll() is None for p in processes) and time.monotonic() < deadline
@@ -148,6 +153,24 @@ def stop(processes: list, grace_seconds: float, signals: _Signals) -> None:
     if process.poll() is None:
       process.kill()
     process.wait()
+
+
+def _die_with_launcher(launcher: int):
+  """A worker's pre-exec hook: SIGTERM to it when the launcher dies, even by SIGKILL.
+
+  The workers run in their own sessions (a Ctrl-C reaches them once, from
+  here), so nothing else would stop them: a launcher killed by SIGKILL (or the
+  OOM killer) left them training, or waiting for peers, with their ports held.
+  Linux only (prctl); elsewhere a no-op.
+  """
+  def hook():
+    if not sys.platform.startswith('linux'):
+      return
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != launcher:  # It died before the line above.
+      os.kill(os.getpid(), signal.SIGTERM)
+  return hook
 
 
 def start_workers(args, worker_args: list, log_dir: str, addresses: list,
@@ -169,7 +192,8 @@ def start_workers(args, worker_args: list, log_dir: str, addresses: list,
       # Own session: a Ctrl-C reaches the workers once, from here.
       processes.append(subprocess.Popen(command, env=env, stdout=out,
                                         stderr=subprocess.STDOUT if out else None,
-                                        start_new_session=True))
+                                        start_new_session=True,
+                                        preexec_fn=_die_with_launcher(os.getpid())))
       if out:
         out.close()
 

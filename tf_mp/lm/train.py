@@ -99,8 +99,10 @@ def generate(model: TinyLM, vocab: CharVocab, prompt: str, length: int,
     if temperature == 0:
       choice = int(np.argmax(logits))
     else:
-      z = logits.astype(np.float64) / temperature
-      p = np.exp(z - z.max())
+      # Shifted before dividing: with a temperature near zero (1e-320) the
+      # quotients overflow to inf, and inf - inf made the probabilities NaN.
+      logits = logits.astype(np.float64)
+      p = np.exp((logits - logits.max()) / temperature)
       choice = int(rng.choice(len(p), p=p / p.sum()))
     ids.append(choice)
     out.append(choice)
