@@ -6,6 +6,7 @@ come from an adversarial run over the public API (raw `TypeError`s,
 `AttributeError`s, TensorFlow errors, or silent acceptance before).
 """
 
+import errno
 import functools
 import gc
 import io
@@ -689,6 +690,28 @@ class SilentResultTest(tf.test.TestCase):
       self.assertEqual(f.read(), before)
     self.assertEqual(sorted(os.listdir(os.path.dirname(path))).count('kept.keras'), 1)
     self.assertFalse([n for n in os.listdir(scratch()) if n.startswith('.kept.')])
+
+  def test_a_keras_save_on_a_full_disk_is_one_line_and_keeps_the_previous_file(self):
+    path = os.path.join(scratch(), 'full.keras')
+    keras_model().save(path)
+    with open(path, 'rb') as f:
+      before = f.read()
+    original = zipfile.ZipFile.writestr
+
+    def disk_full(*args, **kwargs):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    zipfile.ZipFile.writestr = disk_full
+    try:
+      with self.assertRaisesRegex(tf_mp.TfMpError, r"^save: could not write '.*full.keras' "
+                                  r'\(No space left on device\); any previous file there is '
+                                  'unchanged$'):
+        keras_model().save(path)
+    finally:
+      zipfile.ZipFile.writestr = original
+    with open(path, 'rb') as f:
+      self.assertEqual(f.read(), before)
+    self.assertFalse([n for n in os.listdir(scratch()) if n.startswith('.full.')])
 
   def test_step_logger_takes_numpy_integers(self):
     self.assertEqual(tf_mp.keras.StepLogger(np.int64(5)).every, 5)

@@ -508,6 +508,23 @@ class LMRunFileTest(tf.test.TestCase):
     for name, value in at_6.items():
       self.assertAllEqual(value, state(self.trainer)[name], msg=name)
 
+  def test_missing_run_file_resumes_with_a_line(self):
+    # The tutorial says so when run_settings.json is missing; tiny_lm said nothing.
+    advance(self.trainer, 4)
+    lm.LMCheckpoints(self.logdir, self.trainer, self.corpus.vocab).save()
+    at_4 = state(self.trainer)
+    os.remove(os.path.join(self.logdir, lm.train.RUN_FILE))
+    advance(self.trainer, 0)
+    messages = []
+    step = lm.LMCheckpoints(self.logdir, self.trainer, self.corpus.vocab,
+                            log=messages.append).restore_or_initialize()
+    self.assertEqual(step, 4)
+    self.assertEqual(messages, [f'{self.logdir} has checkpoints but no tiny_lm.json; '
+                                'resuming without comparing the config, T and '
+                                'vocabulary, which are recorded from the next save'])
+    for name, value in at_4.items():
+      self.assertAllEqual(value, state(self.trainer)[name], msg=name)
+
 
 class ExportTest(parameterized.TestCase, tf.test.TestCase):
 

@@ -229,7 +229,8 @@ class _PlacedTraining:
     Raises:
       TfMpError: `filepath` is not a path, does not end in `.keras` or `.h5`,
         is a directory, exists while `overwrite` is False (Keras would ask on
-        stdin), or its folder cannot be created or written.
+        stdin), or its folder cannot be created or written; or the write
+        fails (a full disk).
     """
     filepath = check_path(filepath, 'save: file')
     if not filepath.endswith(('.keras', '.h5')):
@@ -250,6 +251,9 @@ class _PlacedTraining:
       result = super().save(staging, overwrite=True, **kwargs)
       os.replace(staging, filepath)
       staging = None
+    except OSError as e:  # A full disk, an I/O error: the previous file stands.
+      raise TfMpError(f'save: could not write {filepath!r} ({e.strerror or e}); '
+                      'any previous file there is unchanged') from None
     finally:
       if staging is not None and os.path.exists(staging):
         os.remove(staging)

@@ -170,8 +170,9 @@ class LMCheckpoints:
     model = trainer.model
     self.run = {'config': dataclasses.asdict(model.config),
                 'tensor_parallel': model.tensor_parallel, 'vocab': vocab.chars}
+    self._log = log
     # Before anything is touched, and before a `save` could rewrite the run file.
-    self._check_run()
+    self._run_file_found = self._check_run()
     self.checkpoints = TrainingCheckpoints(directory, trainer,
                                            max_to_keep=max_to_keep, log=log)
 
@@ -182,21 +183,29 @@ class LMCheckpoints:
       TfMpError: the checkpoints do not fit the model.
     """
     self.checkpoints.restore()
-    return int(self.trainer.step.numpy())
+    step = int(self.trainer.step.numpy())
+    if step and not self._run_file_found and self._log is not None:
+      # The shapes matched, but a vocabulary of the same size cannot be told apart.
+      self._log(f'{self.directory} has checkpoints but no {RUN_FILE}; resuming '
+                'without comparing the config, T and vocabulary, which are '
+                'recorded from the next save')
+    return step
 
-  def _check_run(self) -> None:
-    """TfMpError if `tiny_lm.json` records another config, T or vocabulary."""
+  def _check_run(self) -> bool:
+    """TfMpError if `tiny_lm.json` records another config, T or vocabulary; whether it exists."""
     path = os.path.join(self.directory, RUN_FILE)
-    if os.path.exists(path):
-      saved = read_json(path, 'tiny LM run file')
-      if not isinstance(saved, dict):
-        raise TfMpError(f'tiny LM run file {path!r} holds {type(saved).__name__}, '
-                        'not the object tf_mp wrote; use another --logdir')
-      for key in ('config', 'tensor_parallel', 'vocab'):
-        if saved.get(key) != self.run[key]:
-          raise TfMpError(f'{self.directory!r} holds a run with {key} '
-                          f'{saved.get(key)!r}; this run has {self.run[key]!r} '
-                          '(use another --logdir or the same settings)')
+    if not os.path.exists(path):
+      return False
+    saved = read_json(path, 'tiny LM run file')
+    if not isinstance(saved, dict):
+      raise TfMpError(f'tiny LM run file {path!r} holds {type(saved).__name__}, '
+                      'not the object tf_mp wrote; use another --logdir')
+    for key in ('config', 'tensor_parallel', 'vocab'):
+      if saved.get(key) != self.run[key]:
+        raise TfMpError(f'{self.directory!r} holds a run with {key} '
+                        f'{saved.get(key)!r}; this run has {self.run[key]!r} '
+                        '(use another --logdir or the same settings)')
+    return True
 
   def save(self) -> str:
     """Writes `tiny_lm.json` and a checkpoint at the trainer's step; returns its path."""
