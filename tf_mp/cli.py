@@ -271,6 +271,10 @@ def usage(doc: Optional[str]) -> str:
 
 
 def _fail(message: str, status: int = 1) -> None:
+  # The frozen heap (start_tensorflow) speeds a finished program's exit; a
+  # failed or stopped one, perhaps with a runtime still busy (a worker whose
+  # peer is mid-collective), exits with every object collectable, as usual.
+  gc.unfreeze()
   sys.stdout.flush()
   sys.stderr.write(f'{program_name()}: error: {message}\n')
   sys.exit(status)
@@ -430,6 +434,7 @@ def run(main: Callable[[list], Optional[int]], doc: Optional[str] = None,
 
 
 def _stopped(stop: Stopped) -> None:
+  gc.unfreeze()  # As in _fail.
   sys.stdout.flush()
   sys.stderr.write(f'{program_name()}: {stop}\n')
   sys.exit(stop.exit_code)
