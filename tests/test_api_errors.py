@@ -670,48 +670,43 @@ class SilentResultTest(tf.test.TestCase):
     self.assertAllClose(tf_mp.sparse_softmax_loss(logits, labels.astype(np.int8)),
                         tf_mp.sparse_softmax_loss(logits, labels.astype(np.int32)))
 
-  def test_an_interrupted_keras_save_keeps_the_previous_file(self):
-    path = os.path.join(scratch(), 'kept.keras')
+  def _save_fails_half_way(self, name, error, raised, message=None):
+    """Saves a model to `name`, then again with the zip writer raising `error`.
+
+    Asserts that the second save raises `raised` (matching `message` if given),
+    and that the first file is intact, with no staging file beside it.
+    """
+    path = os.path.join(scratch(), name)
     keras_model().save(path)
     with open(path, 'rb') as f:
       before = f.read()
     original = zipfile.ZipFile.writestr
 
-    def interrupted(*args, **kwargs):
-      raise KeyboardInterrupt('Ctrl-C half way through the save')
+    def failing(*args, **kwargs):
+      raise error
 
-    zipfile.ZipFile.writestr = interrupted
+    zipfile.ZipFile.writestr = failing
     try:
-      with self.assertRaises(KeyboardInterrupt):
+      with self.assertRaisesRegex(raised, message or ''):
         keras_model().save(path)
     finally:
       zipfile.ZipFile.writestr = original
     with open(path, 'rb') as f:
       self.assertEqual(f.read(), before)
-    self.assertEqual(sorted(os.listdir(os.path.dirname(path))).count('kept.keras'), 1)
-    self.assertFalse([n for n in os.listdir(scratch()) if n.startswith('.kept.')])
+    self.assertEqual(sorted(os.listdir(os.path.dirname(path))).count(name), 1)
+    stem = os.path.splitext(name)[0]
+    self.assertFalse([n for n in os.listdir(scratch()) if n.startswith(f'.{stem}.')])
+
+  def test_an_interrupted_keras_save_keeps_the_previous_file(self):
+    self._save_fails_half_way('kept.keras',
+                              KeyboardInterrupt('Ctrl-C half way through the save'),
+                              KeyboardInterrupt)
 
   def test_a_keras_save_on_a_full_disk_is_one_line_and_keeps_the_previous_file(self):
-    path = os.path.join(scratch(), 'full.keras')
-    keras_model().save(path)
-    with open(path, 'rb') as f:
-      before = f.read()
-    original = zipfile.ZipFile.writestr
-
-    def disk_full(*args, **kwargs):
-      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    zipfile.ZipFile.writestr = disk_full
-    try:
-      with self.assertRaisesRegex(tf_mp.TfMpError, r"^save: could not write '.*full.keras' "
-                                  r'\(No space left on device\); any previous file there is '
-                                  'unchanged$'):
-        keras_model().save(path)
-    finally:
-      zipfile.ZipFile.writestr = original
-    with open(path, 'rb') as f:
-      self.assertEqual(f.read(), before)
-    self.assertFalse([n for n in os.listdir(scratch()) if n.startswith('.full.')])
+    self._save_fails_half_way(
+        'full.keras', OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), tf_mp.TfMpError,
+        r"^save: could not write '.*full.keras' \(No space left on device\); any previous "
+        'file there is unchanged$')
 
   def test_step_logger_takes_numpy_integers(self):
     self.assertEqual(tf_mp.keras.StepLogger(np.int64(5)).every, 5)

@@ -184,13 +184,6 @@ def _stop_spinning() -> None:
   ctx._config = config  # pylint: disable=protected-access
 
 
-def thread_spinning_disabled() -> bool:
-  """Whether the runtime's pools were (or will be) made with spinning off."""
-  from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top
-  config = getattr(context.context(), '_config', None)
-  return bool(config is not None and config.experimental.disable_thread_spinning)
-
-
 def available_devices() -> list:
   """Canonical names of the logical devices that exist now."""
   return [canonical_device(d.name) for d in tf.config.list_logical_devices()]
