@@ -9,6 +9,7 @@ come from an adversarial run over the public API (raw `TypeError`s,
 import errno
 import functools
 import gc
+import importlib.util
 import io
 import os
 import tempfile
@@ -739,6 +740,10 @@ if __name__ == '__main__':
 
 class ThreadModeTest(tf.test.TestCase):
 
+  # TF_MP_CPU_THREADS -> the runtime's spinning off, intra-op, inter-op threads, CPUs.
+  EXPECTED = {'exact': 'True 0 0 3', 'tensorflow': 'False 0 0 3', 'matched': 'True 1 3 3',
+              '': 'True 0 0 3'}
+
   def test_each_mode_reaches_the_runtime(self):
     # A fresh process per mode: the pools are fixed when the runtime starts.
     script = ('import tensorflow as tf, tf_mp; tf_mp.ensure_logical_cpus(3); '
@@ -746,12 +751,24 @@ class ThreadModeTest(tf.test.TestCase):
               'c = context.context().config; print(c.experimental.disable_thread_spinning, '
               'c.intra_op_parallelism_threads, c.inter_op_parallelism_threads, '
               'len(tf.config.list_logical_devices("CPU")))')
-    expected = {'exact': 'True 0 0 3', 'tensorflow': 'False 0 0 3', 'matched': 'True 1 3 3',
-                '': 'True 0 0 3'}
-    for mode, line in expected.items():
+    for mode, line in self.EXPECTED.items():
       run = run_python(['-c', script], env={'TF_MP_CPU_THREADS': mode}, timeout=120)
       self.assertEqual(run.returncode, 0, run.stderr[-2000:])
       self.assertEqual(run.stdout.strip(), line, f'TF_MP_CPU_THREADS={mode!r}')
+
+  def test_the_tf1_program_gets_the_same_pools_as_each_mode(self):
+    # benchlib.TF1_POOLS gives tools/reference/tf1_program.py the port's pools
+    # (oracle_report.py --tf1_pools same, bench_tutorial.py): the settings above.
+    spec = importlib.util.spec_from_file_location(
+        'benchlib', os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 'tools', 'benchlib.py'))
+    benchlib = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchlib)
+    for mode, line in self.EXPECTED.items():
+      pools = list(benchlib.TF1_POOLS[mode or 'exact'])
+      value = lambda flag: pools[pools.index(flag) + 1] if flag in pools else '0'  # pylint: disable=cell-var-from-loop
+      self.assertEqual(f"{'--no_spinning' in pools} {value('--intra_threads')} "
+                       f"{value('--inter_threads')} 3", line, f'TF_MP_CPU_THREADS={mode!r}')
 
   def test_unknown_thread_mode_is_one_line(self):
     from tf_mp import devices  # pylint: disable=g-import-not-at-top

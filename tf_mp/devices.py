@@ -123,6 +123,19 @@ MAX_LOGICAL_CPUS = 256
 THREAD_MODES = ('exact', 'tensorflow', 'matched')
 
 
+def thread_mode() -> str:
+  """The thread mode `TF_MP_CPU_THREADS` asks for: one of `THREAD_MODES`, default 'exact'.
+
+  Raises:
+    TfMpError: `TF_MP_CPU_THREADS` is none of the modes.
+  """
+  mode = os.environ.get(THREADS_ENV, 'exact').strip().lower() or 'exact'
+  if mode not in THREAD_MODES:
+    raise TfMpError(f'{THREADS_ENV}={os.environ[THREADS_ENV]!r}; expected one of '
+                    f'{", ".join(THREAD_MODES)}')
+  return mode
+
+
 def match_threads_to_devices(count: int) -> None:
   """Sets TensorFlow's thread pools for `count` logical CPU devices, as `TF_MP_CPU_THREADS` says.
 
@@ -147,10 +160,7 @@ def match_threads_to_devices(count: int) -> None:
   Raises:
     TfMpError: `TF_MP_CPU_THREADS` is none of the modes.
   """
-  mode = os.environ.get(THREADS_ENV, 'exact').strip().lower() or 'exact'
-  if mode not in THREAD_MODES:
-    raise TfMpError(f'{THREADS_ENV}={os.environ[THREADS_ENV]!r}; expected one of '
-                    f'{", ".join(THREAD_MODES)}')
+  mode = thread_mode()
   if mode == 'tensorflow' or tf.config.list_physical_devices('GPU'):
     return
   _stop_spinning()

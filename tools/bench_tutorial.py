@@ -74,15 +74,14 @@ def run_tf1(steps, *pools):
               final_loss=measured['final_loss'])
 
 
-MATCHED = ('--intra_threads', '1', '--inter_threads', '3', '--no_spinning')
 CONTENDERS = {
     'port': ('tf_mp port (TF2)', lambda steps: run_port(steps)),
     'tf1': ('document TF1, as written', lambda steps: run_tf1(steps)),
     'tf1_same_pools': ("document TF1, port's pools",
-                       lambda steps: run_tf1(steps, '--no_spinning')),
+                       lambda steps: run_tf1(steps, *benchlib.TF1_POOLS['exact'])),
     'port_matched': ('port, matched pools (opt-in)',
                      lambda steps: run_port(steps, TF_MP_CPU_THREADS='matched')),
-    'tf1_matched': ('document TF1, matched pools', lambda steps: run_tf1(steps, *MATCHED)),
+    'tf1_matched': ('document TF1, matched pools', lambda steps: run_tf1(steps, *benchlib.TF1_POOLS['matched'])),
     'port_spinning': ("port, TensorFlow's pools untouched",
                       lambda steps: run_port(steps, TF_MP_CPU_THREADS='tensorflow')),
 }

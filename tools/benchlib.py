@@ -27,6 +27,16 @@ from typing import Callable, Dict, List, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
+# The flags of tools/reference/tf1_program.py that give the TF1 program the
+# port's thread pools under each TF_MP_CPU_THREADS mode, for its three devices
+# (see tf_mp.devices.match_threads_to_devices): 'exact' keeps TensorFlow's
+# pool sizes and only stops idle threads spinning.
+TF1_POOLS = {
+    'tensorflow': (),
+    'exact': ('--no_spinning',),
+    'matched': ('--intra_threads', '1', '--inter_threads', '3', '--no_spinning'),
+}
+
 
 def enable_cpu_memory_stats() -> None:
   """Lets `tf.config.experimental.reset_memory_stats('CPU:0')` work; call before TF loads.

@@ -12,6 +12,13 @@ and where each sub-model's ops run in both programs.
   python tools/oracle_report.py            # 3 runs, 200 steps
   python tools/oracle_report.py --runs 1 --nodeviations
   python tools/oracle_report.py --devices gpu:0,gpu:1,gpu:2   # the port on GPUs
+  TF_MP_CPU_THREADS=matched python tools/oracle_report.py --tf1_pools same
+
+The port runs with the thread pools of `TF_MP_CPU_THREADS` (default `exact`);
+the TF1 program with TensorFlow's default session, as the document writes it,
+or with `--tf1_pools same` the port's pools (an engine-for-engine comparison:
+`matched` pools round one product differently from the default ones, see
+docs/benchmarks.md).
 """
 
 import functools
@@ -30,7 +37,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tools', 'reference'))
 import benchlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tf_mp  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tf_mp import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tf_mp.devices import short_device_name  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tf_mp.devices import THREADS_ENV, short_device_name, thread_mode  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tf1_oracle  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -40,6 +47,9 @@ flags.DEFINE_integer('examples', 1024, 'Rows of each random data set.')
 flags.DEFINE_integer('seed', None, 'Seed of the first data set (default: random); '
                      'run r uses seed + r.')
 flags.DEFINE_bool('deviations', True, 'Also measure the deliberately wrong ports.')
+flags.DEFINE_enum('tf1_pools', 'as_written', ['as_written', 'same'],
+                  "The TF1 program's thread pools: as_written (TensorFlow's default "
+                  "session, as the document) or same (the port's, from TF_MP_CPU_THREADS).")
 cli.define_devices("Devices of the ports' sub-models (e.g. gpu:0,gpu:1,gpu:2); the TF1 "
                    'program always uses cpu:0-2.', default='cpu:0,cpu:1,cpu:2')
 
@@ -66,6 +76,8 @@ def main(argv):
   for name, value in (('runs', FLAGS.runs), ('examples', FLAGS.examples)):
     if value < 1:
       raise tf_mp.TfMpError(f'--{name} must be >= 1, got {value}')
+  mode = thread_mode()
+  pools = benchlib.TF1_POOLS[mode] if FLAGS.tf1_pools == 'same' else ()
   tf_mp.ensure_logical_cpus(3)
   # Every comparison builds a fresh port, so TensorFlow warns about retracing.
   tf.get_logger().setLevel('ERROR')
@@ -83,14 +95,17 @@ def main(argv):
     for run in range(FLAGS.runs):
       x, y = tf1_oracle.random_data(seed + run, FLAGS.examples)
       reference = tf1_oracle.run_tf1_program(os.path.join(work_dir, str(run)),
-                                             x, y, steps=FLAGS.steps)
+                                             x, y, steps=FLAGS.steps, pools=pools)
       for name, port in ports.items():
         measured = tf1_oracle.compare(reference, port).max_differences()
         for check, value in measured.items():
           worst[name][check] = max(worst[name][check], value)
       print(f'run {run + 1}/{FLAGS.runs} (data seed {seed + run}) done', flush=True)
 
-  print(f'\nTF1 program (cpu:0-2) vs tf_mp ({FLAGS.devices}): {FLAGS.runs} runs, '
+  tf1_pools = ('the port\'s pools' if FLAGS.tf1_pools == 'same' else
+               "TensorFlow's default session")
+  print(f'\nTF1 program (cpu:0-2, {tf1_pools}) vs tf_mp ({FLAGS.devices}, '
+        f'{THREADS_ENV}={mode}): {FLAGS.runs} runs, '
         f'data seeds {seed}..{seed + FLAGS.runs - 1}, {FLAGS.examples} examples, '
         f'batch 64, {FLAGS.steps} Adam steps; largest difference over the runs')
   rows = [('check', 'tolerance', *ports)]

@@ -21,7 +21,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -95,8 +95,12 @@ class Reference:
 
 def run_tf1_program(work_dir: str, x: np.ndarray, y: np.ndarray, *,
                     steps: int = 200, batch_size: int = 64,
-                    timeout: float = 300) -> Reference:
-  """Runs the TF1 program on (x, y) in a subprocess and loads what it recorded."""
+                    pools: Sequence[str] = (), timeout: float = 300) -> Reference:
+  """Runs the TF1 program on (x, y) in a subprocess and loads what it recorded.
+
+  `pools`: the program's thread-pool flags (a `benchlib.TF1_POOLS` value); none runs it
+  with TensorFlow's default session, as the document does.
+  """
   os.makedirs(work_dir, exist_ok=True)
   data = os.path.join(work_dir, 'data.npz')
   np.savez(data, x=x, y=y)
@@ -105,7 +109,7 @@ def run_tf1_program(work_dir: str, x: np.ndarray, y: np.ndarray, *,
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
   command = [sys.executable, PROGRAM, '--data', data, '--steps', str(steps),
              '--batch_size', str(batch_size), '--num_devices', '3',
-             '--dump_dir', dump, '--losses_out', losses]
+             '--dump_dir', dump, '--losses_out', losses, *pools]
   result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout, check=False)
   if result.returncode != 0:
