@@ -123,6 +123,13 @@ class CheckpointDirectoryTest(parameterized.TestCase, tf.test.TestCase):
                           settings=settings)
     return trainer, messages
 
+  def replace_with_fifo(self, name):
+    """Replaces the checkpoint directory's file `name` with a fifo; returns its path."""
+    path = os.path.join(self.dir, name)
+    os.remove(path)
+    os.mkfifo(path)
+    return path
+
   def assert_state_equal(self, want, trainer):
     got = state(trainer)
     for name, value in want.items():
@@ -162,9 +169,7 @@ class CheckpointDirectoryTest(parameterized.TestCase, tf.test.TestCase):
   def test_state_file_that_is_a_fifo_is_recovered_not_waited_on(self):
     # Reading it waited for a writer forever (third adversarial run).
     at_20 = self.train_with_checkpoints()
-    state_file = os.path.join(self.dir, 'checkpoint')
-    os.remove(state_file)
-    os.mkfifo(state_file)
+    state_file = self.replace_with_fifo('checkpoint')
     trainer, messages = self.resume()
     self.assertEqual(messages, [
         f'checkpoint state file {state_file!r} cannot be read (not a regular file but a '
@@ -197,9 +202,7 @@ class CheckpointDirectoryTest(parameterized.TestCase, tf.test.TestCase):
   def test_newest_index_that_is_a_fifo_falls_back_to_the_previous(self):
     # TensorFlow's reader waited on it forever (third adversarial run).
     self.train_with_checkpoints()
-    index = os.path.join(self.dir, 'ckpt-20.index')
-    os.remove(index)
-    os.mkfifo(index)
+    self.replace_with_fifo('ckpt-20.index')
     trainer, messages = self.resume()
     self.assertEqual(messages, [
         f'Checkpoint {self.dir}/ckpt-20 is unreadable (ckpt-20.index is not a regular file '
