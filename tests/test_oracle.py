@@ -125,11 +125,15 @@ class BadFlagsTest(parameterized.TestCase):
       ('oracle_report_no_runs',
        os.path.join(tf1_oracle.REPO_ROOT, 'tools', 'oracle_report.py'),
        ['--runs', '0'], 'oracle_report.py: --runs must be >= 1, got 0'),
+      ('oracle_report_unknown_thread_mode',
+       os.path.join(tf1_oracle.REPO_ROOT, 'tools', 'oracle_report.py'),
+       ['--tf1_pools', 'same'], "oracle_report.py: TF_MP_CPU_THREADS='fastest'; expected "
+       'one of exact, tensorflow, matched', {'TF_MP_CPU_THREADS': 'fastest'}),
   )
-  def test_one_line_error(self, program, args, message):
+  def test_one_line_error(self, program, args, message, env=None):
     result = subprocess.run([sys.executable, program] + args,
                             cwd=tempfile.gettempdir(),
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'),
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', **(env or {})),
                             capture_output=True, text=True, timeout=300,
                             check=False)
     self.assertEqual(result.returncode, 1, result.stderr[-2000:])
